@@ -1,0 +1,17 @@
+"""fusedrnn: fused Triton kernels for LSTM, GRU and RNN, as drop-ins for torch.nn.
+
+    import fusedrnn
+    lstm = fusedrnn.LSTM(input_size=512, hidden_size=512, num_layers=2)   # same API as torch.nn.LSTM
+
+Backend choice (see fusedrnn.dispatch): CUDA tensors run the Triton kernels; CPU tensors run them under the
+Triton interpreter with ``TRITON_INTERPRET=1`` and torch's own implementation otherwise.
+"""
+
+from .dispatch import get_backend, set_backend, use_backend
+from .functional import fused_gru, fused_lstm, fused_rnn
+from .modules import GRU, LSTM, RNN
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "GRU", "RNN", "fused_lstm", "fused_gru", "fused_rnn", "get_backend", "set_backend",
+           "use_backend", "__version__"]

@@ -1,0 +1,66 @@
+"""Which implementation runs: the Triton kernels or torch's own (aten) RNN.
+
+``auto`` (the default): CUDA tensors run the Triton kernels; CPU tensors run them under the Triton interpreter
+when ``TRITON_INTERPRET=1`` is set in the environment, and torch's own CPU implementation otherwise, so
+CPU users lose nothing. Any other device runs torch's implementation.
+
+Force a choice with ``fusedrnn.set_backend("triton" | "aten" | "auto")`` or, scoped, ``with
+fusedrnn.use_backend("triton"): ...``. Forcing "triton" where the kernels cannot run is an error, never a
+silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+BACKENDS = ("auto", "triton", "aten")
+
+_backend = "auto"
+_interpreting: bool | None = None  # read once, on first use: triton reads the same variable when it jits
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels run under the interpreter (``TRITON_INTERPRET=1``), read once per process."""
+    global _interpreting
+    if _interpreting is None:
+        _interpreting = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+    return _interpreting
+
+
+def get_backend() -> str:
+    """The backend setting: "auto", "triton" or "aten"."""
+    return _backend
+
+
+def set_backend(name: str) -> None:
+    """Set the backend for the whole process: "auto" (default), "triton" or "aten"."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"fusedrnn backend must be one of {BACKENDS}, got {name!r}")
+    _backend = name
+
+
+@contextmanager
+def use_backend(name: str):
+    """Context manager that sets the backend and restores the previous one on exit."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def select(device) -> str:
+    """The implementation that runs for tensors on ``device``: "triton" or "aten"."""
+    if _backend == "aten":
+        return "aten"
+    if device.type == "cuda" or (device.type == "cpu" and interpreting()):
+        return "triton"
+    if _backend == "triton":
+        hint = (" Set TRITON_INTERPRET=1 in the environment before the process starts to run the kernels on "
+                "the CPU under the Triton interpreter." if device.type == "cpu" else "")
+        raise RuntimeError(f"fusedrnn: backend 'triton' was forced, but Triton kernels cannot run on device "
+                           f"'{device.type}'.{hint}")
+    return "aten"

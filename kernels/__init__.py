@@ -1,0 +1,7 @@
+"""Triton kernels of fusedrnn (installed as ``fusedrnn.kernels``). ``@triton.jit`` code only: launchers live in
+``fusedrnn.launch``. Nothing here reads the environment or probes a device at import time."""
+
+from .cells import CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH
+from .step import _step_bwd_kernel, _step_fwd_kernel
+
+__all__ = ["CELL_LSTM", "CELL_GRU", "CELL_RNN_TANH", "CELL_RNN_RELU", "_step_fwd_kernel", "_step_bwd_kernel"]

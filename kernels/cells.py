@@ -1,0 +1,97 @@
+"""Pointwise math of each recurrent cell, as small ``@triton.jit`` helpers.
+
+The step kernels in ``step.py`` do the recurrent matmul (written once for every cell) and hand the
+per-gate pre-activations to ``cell_fwd`` / ``cell_bwd`` here, which pick the cell's math by the
+constexpr ``CELL``. Everything is elementwise over a ``[BLOCK_B, BLOCK_H]`` tile.
+
+Legend: B batch, H hidden, G gates per cell (LSTM 4, GRU 3, RNN 1).
+
+Per gate k, ``xk`` is the input pre-activation (``x @ W_ih^T + b_ih``, computed for all steps at once
+outside the loop) and ``rk`` the recurrent one (``h_{t-1} @ W_hh^T + b_hh``). Keeping the two apart is what
+GRU needs: its candidate gate is ``n = tanh(x_n + r * r_n)``.
+
+Saved activations (``s0..s3``, what the backward reads, in the gate order of torch.nn):
+  LSTM      i, f, g, o (after their activations); c_t itself is kept by the kernel
+  GRU       r, z, n, r_n (the recurrent part of n, with b_hn)
+  RNN       h_t in full precision (tanh' = 1 - h^2, relu' = [h > 0])
+"""
+
+import triton
+import triton.language as tl
+
+CELL_LSTM = tl.constexpr(0)
+CELL_GRU = tl.constexpr(1)
+CELL_RNN_TANH = tl.constexpr(2)
+CELL_RNN_RELU = tl.constexpr(3)
+
+
+@triton.jit
+def _tanh(x):
+    # 1 - 2 / (e^{2x} + 1): exact limits at +-inf (no inf/inf), absolute error ~ eps. libdevice.tanh would
+    # be faster on a GPU but does not run under the interpreter.
+    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def cell_fwd(CELL: tl.constexpr, x0, x1, x2, x3, r0, r1, r2, r3, h_prev, c_prev):
+    """One step of the cell. Returns (h_t, c_t, s0, s1, s2, s3); unused slots are zeros."""
+    zero = tl.zeros_like(x0)
+    if CELL == CELL_LSTM:
+        i = _sigmoid(x0 + r0)
+        f = _sigmoid(x1 + r1)
+        g = _tanh(x2 + r2)
+        o = _sigmoid(x3 + r3)
+        c = f * c_prev + i * g
+        h = o * _tanh(c)
+        return h, c, i, f, g, o
+    elif CELL == CELL_GRU:
+        r = _sigmoid(x0 + r0)
+        z = _sigmoid(x1 + r1)
+        n = _tanh(x2 + r * r2)
+        h = (1.0 - z) * n + z * h_prev
+        return h, zero, r, z, n, r2
+    elif CELL == CELL_RNN_TANH:
+        h = _tanh(x0 + r0)
+        return h, zero, h, zero, zero, zero
+    else:
+        h = tl.maximum(x0 + r0, 0.0)
+        return h, zero, h, zero, zero, zero
+
+
+@triton.jit
+def cell_bwd(CELL: tl.constexpr, dh, dc, s0, s1, s2, s3, h_prev, c_prev, c):
+    """Gradients of one step, given dh = dL/dh_t (all paths) and dc = dL/dc_t from step t+1.
+
+    Returns (dx0, dx1, dx2, dx3, dr2, dh_prev, dc_prev):
+      dxk      gradient of the gate-k pre-activation; it is also the gradient of the recurrent part
+               of gate k, except for GRU's n gate, whose recurrent part gets ``dr2``;
+      dh_prev  the pointwise part of dL/dh_{t-1} (GRU's z * dh; the matmul part is added by the kernel);
+      dc_prev  dL/dc_{t-1} (LSTM).
+    """
+    zero = tl.zeros_like(dh)
+    if CELL == CELL_LSTM:
+        i, f, g, o = s0, s1, s2, s3
+        tc = _tanh(c)
+        dc = dc + dh * o * (1.0 - tc * tc)
+        di = dc * g * i * (1.0 - i)
+        df = dc * c_prev * f * (1.0 - f)
+        dg = dc * i * (1.0 - g * g)
+        do = dh * tc * o * (1.0 - o)
+        return di, df, dg, do, dg, zero, dc * f
+    elif CELL == CELL_GRU:
+        r, z, n, rn = s0, s1, s2, s3
+        dn = dh * (1.0 - z) * (1.0 - n * n)
+        dr = dn * rn * r * (1.0 - r)
+        dz = dh * (h_prev - n) * z * (1.0 - z)
+        return dr, dz, dn, zero, dn * r, dh * z, zero
+    elif CELL == CELL_RNN_TANH:
+        d = dh * (1.0 - s0 * s0)
+        return d, zero, zero, zero, zero, zero, zero
+    else:
+        d = tl.where(s0 > 0.0, dh, 0.0)
+        return d, zero, zero, zero, zero, zero, zero

@@ -1,0 +1,205 @@
+"""One timestep of a recurrent layer: fused forward and backward kernels.
+
+Legend: B batch, H hidden, K width of h_{t-1} (= H until LSTM projections land), G gates of the cell
+(LSTM 4, GRU 3, RNN 1), NS saved activations per hidden unit (LSTM 4, GRU 4, RNN 1).
+
+Grid of both kernels: (cdiv(B, BLOCK_B), cdiv(H, BLOCK_H)). A program owns a batch tile and a slice of
+hidden units and computes ALL gates of that slice, so the cell's pointwise update stays in registers.
+
+Forward, step t:    r_k = h_{t-1} @ W_hh[k*H:(k+1)*H]^T + b_hh[k]    (k < G, one matmul tile each)
+                    h_t, c_t, saved = cell_fwd(xp_t, r, h_{t-1}, c_{t-1})
+Backward, step t:   dh  = dy_t + carry_h + dHp_{t+1} @ W_hh          (matmul over all G*H gate rows)
+                    dXp_t, dHp_t, carry_h, carry_c = cell_bwd(dh, carry_c, saved, ...)
+where dHp is the gradient of the recurrent pre-activations (it differs from dXp only in GRU's n gate) and
+the carries hold the pointwise parts of dL/dh_{t-1}, dL/dc_{t-1}. A program reads and rewrites only its own
+tile of the carries, so they are updated in place.
+
+Accumulation is fp32 (fp64 for fp64 tensors); h is stored in the tensor dtype, c and the saved activations
+in the accumulator dtype.
+"""
+
+import triton
+import triton.language as tl
+
+from .cells import CELL_GRU, CELL_LSTM, cell_bwd, cell_fwd
+
+
+@triton.jit
+def _matmul_tile(p_a, s_am, o_m, m_m, p_b, s_bk, s_bn, o_n, m_n, K,
+                 ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc[m, n] = sum_k A[m, k] * B[k, n] for the rows o_m of A (unit stride along k) and columns o_n of B.
+
+    The one place the recurrent matmul is tiled: the forward reads B = W_hh^T (one gate's rows), the
+    backward B = W_hh. UPCAST_DOT feeds fp32 operands to tl.dot (needed under the interpreter, where bf16
+    dots are wrong); DOT_PRECISION is "ieee" or "tf32" for fp32 operands.
+    """
+    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    for k0 in range(0, K, BLOCK_K):
+        o_k = k0 + tl.arange(0, BLOCK_K)
+        m_k = o_k < K
+        b_a = tl.load(p_a + o_m[:, None] * s_am + o_k[None, :], mask=m_m[:, None] & m_k[None, :], other=0.0)
+        b_b = tl.load(p_b + o_k[:, None] * s_bk + o_n[None, :] * s_bn, mask=m_k[:, None] & m_n[None, :],
+                      other=0.0)
+        if UPCAST_DOT:
+            b_a = b_a.to(ACC)
+            b_b = b_b.to(ACC)
+        acc = tl.dot(b_a, b_b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
+    return acc
+
+
+@triton.jit
+def _load_gate(p, o_rows, s_row, o_h, m, gate, H, ACC: tl.constexpr):
+    return tl.load(p + o_rows[:, None] * s_row + gate * H + o_h[None, :], mask=m, other=0.0).to(ACC)
+
+
+@triton.jit
+def _store_gate(p, o_rows, s_row, o_h, m, gate, H, value):
+    tl.store(p + o_rows[:, None] * s_row + gate * H + o_h[None, :], value.to(p.dtype.element_ty), mask=m)
+
+
+@triton.jit(do_not_specialize=["B"])
+def _step_fwd_kernel(
+    p_xp, s_xp,          # [B, G*H] input pre-activations of step t (x_t @ W_ih^T + b_ih)
+    p_h_prev, s_hp,      # [B, K]   h_{t-1}
+    p_c_prev,            # [B, H]   c_{t-1}, accumulator dtype, contiguous (LSTM; any acc-dtype tensor otherwise)
+    p_w, s_wr, s_wc,     # [G*H, K] W_hh
+    p_bhh,               # [G*H]    b_hh (HAS_BIAS)
+    p_h, s_h,            # [B, H]   h_t (out)
+    p_c,                 # [B, H]   c_t (out, LSTM), accumulator dtype, contiguous
+    p_save,              # [B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous
+    B, H, K,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    ACC: tl.constexpr = p_c_prev.dtype.element_ty  # fp32, or fp64 for fp64 tensors
+    i_b = tl.program_id(0)
+    i_h = tl.program_id(1)
+    o_b = (i_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    o_h = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_b = o_b < B
+    m_h = o_h < H
+    m = m_b[:, None] & m_h[None, :]
+
+    # Recurrent pre-activations, one matmul tile per gate: rows k*H + o_h of W_hh.
+    r0 = _matmul_tile(p_h_prev, s_hp, o_b, m_b, p_w, s_wc, s_wr, o_h, m_h, K,
+                      ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    r1 = tl.zeros_like(r0)
+    r2 = tl.zeros_like(r0)
+    r3 = tl.zeros_like(r0)
+    if G > 1:
+        r1 = _matmul_tile(p_h_prev, s_hp, o_b, m_b, p_w + H * s_wr, s_wc, s_wr, o_h, m_h, K,
+                          ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    if G > 2:
+        r2 = _matmul_tile(p_h_prev, s_hp, o_b, m_b, p_w + 2 * H * s_wr, s_wc, s_wr, o_h, m_h, K,
+                          ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    if G > 3:
+        r3 = _matmul_tile(p_h_prev, s_hp, o_b, m_b, p_w + 3 * H * s_wr, s_wc, s_wr, o_h, m_h, K,
+                          ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    if HAS_BIAS:
+        r0 += tl.load(p_bhh + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
+        if G > 1:
+            r1 += tl.load(p_bhh + H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
+        if G > 2:
+            r2 += tl.load(p_bhh + 2 * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
+        if G > 3:
+            r3 += tl.load(p_bhh + 3 * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
+
+    x0 = _load_gate(p_xp, o_b, s_xp, o_h, m, 0, H, ACC)
+    x1 = tl.zeros_like(r0)
+    x2 = tl.zeros_like(r0)
+    x3 = tl.zeros_like(r0)
+    if G > 1:
+        x1 = _load_gate(p_xp, o_b, s_xp, o_h, m, 1, H, ACC)
+    if G > 2:
+        x2 = _load_gate(p_xp, o_b, s_xp, o_h, m, 2, H, ACC)
+    if G > 3:
+        x3 = _load_gate(p_xp, o_b, s_xp, o_h, m, 3, H, ACC)
+
+    h_prev = tl.zeros_like(r0)
+    c_prev = tl.zeros_like(r0)
+    if CELL == CELL_GRU:
+        h_prev = _load_gate(p_h_prev, o_b, s_hp, o_h, m, 0, H, ACC)
+    if CELL == CELL_LSTM:
+        c_prev = _load_gate(p_c_prev, o_b, H, o_h, m, 0, H, ACC)
+
+    h, c, s0, s1, s2, s3 = cell_fwd(CELL, x0, x1, x2, x3, r0, r1, r2, r3, h_prev, c_prev)
+
+    _store_gate(p_h, o_b, s_h, o_h, m, 0, H, h)
+    if CELL == CELL_LSTM:
+        _store_gate(p_c, o_b, H, o_h, m, 0, H, c)
+    if SAVE:
+        _store_gate(p_save, o_b, NS * H, o_h, m, 0, H, s0)
+        if NS > 1:
+            _store_gate(p_save, o_b, NS * H, o_h, m, 1, H, s1)
+            _store_gate(p_save, o_b, NS * H, o_h, m, 2, H, s2)
+            _store_gate(p_save, o_b, NS * H, o_h, m, 3, H, s3)
+
+
+@triton.jit(do_not_specialize=["B"])
+def _step_bwd_kernel(
+    p_dhp_next, s_dn,    # [B, G*H] dHp_{t+1}, gradient of step t+1's recurrent pre-activations (HAS_NEXT)
+    p_w, s_wr, s_wc,     # [G*H, K] W_hh
+    p_dy, s_dy,          # [B, H]   dL/dy_t from the layer's output
+    p_dh, p_dc,          # [B, H]   carries dL/dh_t, dL/dc_t (pointwise parts), updated in place to t-1;
+                         #          accumulator dtype, contiguous
+    p_save,              # [B, NS*H] activations saved by the forward of step t
+    p_c_prev, p_c,       # [B, H]   c_{t-1}, c_t (LSTM), accumulator dtype, contiguous
+    p_h_prev, s_hp,      # [B, K]   h_{t-1} (GRU)
+    p_dhp, s_dhp,        # [B, G*H] dHp_t (out)
+    p_dxp, s_dxp,        # [B, G*H] dXp_t (out, SPLIT_DX: GRU only; otherwise dXp_t = dHp_t)
+    B, H, K,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_NEXT: tl.constexpr, SPLIT_DX: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    ACC: tl.constexpr = p_dh.dtype.element_ty  # fp32, or fp64 for fp64 tensors
+    i_b = tl.program_id(0)
+    i_h = tl.program_id(1)
+    o_b = (i_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    o_h = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_b = o_b < B
+    m_h = o_h < H
+    m = m_b[:, None] & m_h[None, :]
+
+    dh = _load_gate(p_dh, o_b, H, o_h, m, 0, H, ACC) + _load_gate(p_dy, o_b, s_dy, o_h, m, 0, H, ACC)
+    if HAS_NEXT:
+        dh += _matmul_tile(p_dhp_next, s_dn, o_b, m_b, p_w, s_wr, s_wc, o_h, m_h, G * H,
+                           ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+
+    s0 = _load_gate(p_save, o_b, NS * H, o_h, m, 0, H, ACC)
+    s1 = tl.zeros_like(dh)
+    s2 = tl.zeros_like(dh)
+    s3 = tl.zeros_like(dh)
+    if NS > 1:
+        s1 = _load_gate(p_save, o_b, NS * H, o_h, m, 1, H, ACC)
+        s2 = _load_gate(p_save, o_b, NS * H, o_h, m, 2, H, ACC)
+        s3 = _load_gate(p_save, o_b, NS * H, o_h, m, 3, H, ACC)
+    dc = tl.zeros_like(dh)
+    c_prev = tl.zeros_like(dh)
+    c = tl.zeros_like(dh)
+    h_prev = tl.zeros_like(dh)
+    if CELL == CELL_LSTM:
+        dc = _load_gate(p_dc, o_b, H, o_h, m, 0, H, ACC)
+        c_prev = _load_gate(p_c_prev, o_b, H, o_h, m, 0, H, ACC)
+        c = _load_gate(p_c, o_b, H, o_h, m, 0, H, ACC)
+    if CELL == CELL_GRU:
+        h_prev = _load_gate(p_h_prev, o_b, s_hp, o_h, m, 0, H, ACC)
+
+    d0, d1, d2, d3, dr2, dh_prev, dc_prev = cell_bwd(CELL, dh, dc, s0, s1, s2, s3, h_prev, c_prev, c)
+
+    _store_gate(p_dhp, o_b, s_dhp, o_h, m, 0, H, d0)
+    if G > 1:
+        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 1, H, d1)
+    if G > 2:
+        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 2, H, dr2)
+    if G > 3:
+        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 3, H, d3)
+    if SPLIT_DX:
+        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 0, H, d0)
+        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 1, H, d1)
+        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 2, H, d2)
+    _store_gate(p_dh, o_b, H, o_h, m, 0, H, dh_prev)
+    if CELL == CELL_LSTM:
+        _store_gate(p_dc, o_b, H, o_h, m, 0, H, dc_prev)
