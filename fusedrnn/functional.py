@@ -42,15 +42,22 @@ def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Ten
     if len(weights) != num_layers * dirs * per:
         raise ValueError(f"expected {num_layers * dirs * per} weight tensors for num_layers={num_layers}, "
                          f"bidirectional={bidirectional}, bias={bias}, got {len(weights)}")
+    # Devices first, hidden before parameters, then the sequence length: aten's order (check_attributes runs
+    # before the T > 0 check), so an input that breaks several rules gets torch's error.
+    for h in hx:
+        if h.device != input.device:
+            raise RuntimeError(f"Input and hidden tensors are not at the same device, found input tensor at "
+                               f"{input.device} and hidden tensor at {h.device}")
+    for w in weights:
+        if w.device != input.device:
+            raise RuntimeError(f"Input and parameter tensors are not at the same device, found input tensor at "
+                               f"{input.device} and parameter tensor at {w.device}")
     if input.size(0 if not batch_first else 1) == 0:
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
     gates = {"lstm": 4, "gru": 3}.get(cell, 1)
     hidden = weights[1].shape[-1]
     batch = input.size(0 if batch_first else 1)
     for w in weights:
-        if w.device != input.device:
-            raise RuntimeError(f"Input and parameter tensors are not at the same device, found input tensor at "
-                               f"{input.device} and parameter tensor at {w.device}")
         if w.dtype != input.dtype:
             raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). Convert "
                              f"input: input.to({w.dtype}), or convert model: model.to({input.dtype})")
@@ -68,9 +75,6 @@ def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Ten
                                        f"{list(b.shape)}, expected {[gates * hidden]}")
     expected = (num_layers * dirs, batch, hidden)
     for i, h in enumerate(hx):
-        if h.device != input.device:
-            raise RuntimeError(f"Input and hidden tensors are not at the same device, found input tensor at "
-                               f"{input.device} and hidden tensor at {h.device}")
         if h.dtype != input.dtype:
             raise RuntimeError(f"Input and hidden tensors must have the same dtype, found input tensor of "
                                f"{input.dtype} and hidden tensor of {h.dtype}")
@@ -108,7 +112,7 @@ def _run(cell: str, input: Tensor, hx: list[Tensor], weights: Sequence[Tensor], 
         x = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, p=dropout, training=True)
-    output = x.transpose(0, 1).contiguous() if batch_first else x
+    output = x.transpose(0, 1) if batch_first else x  # a time-major view, strides as torch.nn gives them
     return output, [torch.stack(h) for h in h_out]
 
 
