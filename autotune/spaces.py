@@ -27,7 +27,7 @@ def batch_bucket(batch: int) -> int:
     return min(triton.next_power_of_2(max(batch, 1)), 64)
 
 
-def default_step_config(device_type: str, hidden: int, width: int, batch: int) -> StepConfig:
+def default_step_config(device_type: str, hidden: int, width: int, batch: int, itemsize: int = 2) -> StepConfig:
     """Heuristic configuration for a step kernel.
 
     Args:
@@ -35,6 +35,7 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int) -
         hidden: H, hidden units per gate.
         width: K, the reduction width of the recurrent matmul (H forward, G*H backward).
         batch: B.
+        itemsize: bytes per element of the tensors (8 for fp64).
     """
     bb = batch_bucket(batch)
     if device_type != "cuda":
@@ -47,4 +48,7 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int) -
     block_b = max(16, bb)
     block_h = 32 if hidden <= 1024 else 64
     block_k = max(16, min(64, triton.next_power_of_2(width)))
-    return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=4, num_stages=2)
+    # A 64x32 fp64 tile on 4 warps spills (LSTM: 1-2 KB per thread, seen in the sm_90a build of
+    # `python -m bench.resources`); on 8 warps it does not.
+    num_warps = 8 if itemsize == 8 and block_b * block_h >= 2048 else 4
+    return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=num_warps, num_stages=2)

@@ -100,7 +100,7 @@ def recurrence_fwd(cell: str, xp: torch.Tensor, h0: torch.Tensor, c0: torch.Tens
     saved = torch.empty((T, B, spec.saved * H), dtype=acc, device=device) if save else empty()
 
     if B > 0:
-        cfg = default_step_config(device.type, H, K, B)
+        cfg = default_step_config(device.type, H, K, B, dtype.itemsize)
         grid = (triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))
         for step in range(T):
             t = _time(step, T, reverse)
@@ -160,7 +160,7 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     carry_c = dc_n.to(acc, copy=True).contiguous() if is_lstm else torch.empty(0, dtype=acc, device=device)
 
     if B > 0:
-        cfg = default_step_config(device.type, H, GH, B)
+        cfg = default_step_config(device.type, H, GH, B, dtype.itemsize)
         grid = (triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))
         for step in reversed(range(T)):
             t = _time(step, T, reverse)
