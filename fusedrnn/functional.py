@@ -1,19 +1,21 @@
-"""Functional entry points: whole multi-layer, (bi)directional recurrent networks.
+"""Functional entry points: whole multi-layer, (bi)directional recurrent networks, and single cell steps.
 
 ``fused_lstm``, ``fused_gru`` and ``fused_rnn`` take torch.nn's weight layout: ``weights`` is the flat list of
 an ``nn.LSTM/GRU/RNN``'s ``_flat_weights``, i.e. for each layer and then each direction
-``w_ih [G*H, I_l], w_hh [G*H, H]`` followed, with ``bias=True``, by ``b_ih [G*H], b_hh [G*H]``; G is 4 for
-LSTM (gates i, f, g, o), 3 for GRU (r, z, n) and 1 for RNN. I_l is the input size for layer 0 and D*H after.
+``w_ih [G*H, I_l], w_hh [G*H, P]``, then with ``bias=True`` ``b_ih [G*H], b_hh [G*H]``, then with a projection
+(LSTM ``proj_size > 0``) ``w_hr [P, H]``. G is 4 for LSTM (gates i, f, g, o), 3 for GRU (r, z, n) and 1 for
+RNN; P is proj_size if set, else H; I_l is the input size for layer 0 and D*P after.
 
-Shapes (T time, B batch, I input size, H hidden size, L layers, D = 2 if bidirectional else 1):
-    input  [T, B, I], or [B, T, I] with batch_first
-    h0, c0 [L*D, B, H]   (None: zeros)
-    output [T, B, D*H], or [B, T, D*H] with batch_first
-    h_n, c_n [L*D, B, H]
+Shapes (T time, B batch, I input size, L layers, D = 2 if bidirectional else 1):
+    input  [T, B, I], or [B, T, I] with batch_first; with ``batch_sizes`` (a PackedSequence's), the packed
+           data [N, I], sequences sorted by decreasing length
+    h0 [L*D, B, P], c0 [L*D, B, H]   (None: zeros)
+    output [T, B, D*P] ([B, T, D*P] with batch_first; packed [N, D*P])
+    h_n [L*D, B, P], c_n [L*D, B, H]  (each sequence's state after its last element)
 
-Each layer runs the input projection of all timesteps as one GEMM (``x @ W_ih^T + b_ih``), then the
-fused recurrent kernel (fusedrnn.ops); dropout (training only) is applied between layers. Which
-implementation runs is decided by fusedrnn.dispatch.
+Each layer runs the input projection of all timesteps as one GEMM, then the fused recurrent kernel
+(fusedrnn.ops); dropout (training only) is applied between layers. Which implementation runs is decided by
+fusedrnn.dispatch.
 """
 
 from __future__ import annotations
@@ -27,23 +29,13 @@ from torch import Tensor
 from . import dispatch, ops
 from .launch import SUPPORTED_DTYPES
 
-__all__ = ["fused_lstm", "fused_gru", "fused_rnn"]
+__all__ = ["fused_lstm", "fused_gru", "fused_rnn", "fused_lstm_cell", "fused_gru_cell", "fused_rnn_cell"]
+
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
-def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Tensor], num_layers: int, bias: bool,
-           bidirectional: bool, batch_first: bool, dropout: float) -> tuple[int, int]:
-    """Validate arguments with torch.nn's exception types and messages; returns (hidden_size, num_directions)."""
-    if input.dim() != 3:
-        raise RuntimeError(f"input must have 3 dimensions, got {input.dim()}")
-    if not 0 <= dropout <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {dropout}")
-    dirs = 2 if bidirectional else 1
-    per = 4 if bias else 2
-    if len(weights) != num_layers * dirs * per:
-        raise ValueError(f"expected {num_layers * dirs * per} weight tensors for num_layers={num_layers}, "
-                         f"bidirectional={bidirectional}, bias={bias}, got {len(weights)}")
-    # Devices first, hidden before parameters, then the sequence length: aten's order (check_attributes runs
-    # before the T > 0 check), so an input that breaks several rules gets torch's error.
+def _check_devices(input: Tensor, hx: Sequence[Tensor], weights: Sequence[Tensor]) -> None:
+    # Devices first, hidden before parameters: aten's order (check_attributes runs before other checks).
     for h in hx:
         if h.device != input.device:
             raise RuntimeError(f"Input and hidden tensors are not at the same device, found input tensor at "
@@ -52,59 +44,78 @@ def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Ten
         if w.device != input.device:
             raise RuntimeError(f"Input and parameter tensors are not at the same device, found input tensor at "
                                f"{input.device} and parameter tensor at {w.device}")
-    if input.size(0 if not batch_first else 1) == 0:
+
+
+def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Tensor], num_layers: int, bias: bool,
+           bidirectional: bool, batch_first: bool, dropout: float, proj_size: int,
+           batch_sizes: Tensor | None) -> None:
+    """Validate arguments with torch.nn's exception types and messages."""
+    packed = batch_sizes is not None
+    if input.dim() != (2 if packed else 3):
+        raise RuntimeError(f"input must have {2 if packed else 3} dimensions, got {input.dim()}")
+    if not 0 <= dropout <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {dropout}")
+    dirs = 2 if bidirectional else 1
+    per = (4 if bias else 2) + (1 if proj_size else 0)
+    if len(weights) != num_layers * dirs * per:
+        raise ValueError(f"expected {num_layers * dirs * per} weight tensors for num_layers={num_layers}, "
+                         f"bidirectional={bidirectional}, bias={bias}, proj_size={proj_size}, got {len(weights)}")
+    _check_devices(input, hx, weights)
+    steps = len(batch_sizes) if packed else input.size(1 if batch_first else 0)
+    if steps == 0:
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
-    hidden = weights[1].shape[-1]
-    batch = input.size(0 if batch_first else 1)
+    gates = GATES[cell]
+    hidden = weights[1].shape[0] // gates
+    width = proj_size or hidden
+    batch = int(batch_sizes[0]) if packed else input.size(0 if batch_first else 1)
     for w in weights:
         if w.dtype != input.dtype:
             raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). Convert "
                              f"input: input.to({w.dtype}), or convert model: model.to({input.dtype})")
     for k in range(num_layers * dirs):
-        w_ih, w_hh = weights[k * per], weights[k * per + 1]
-        in_size = input.size(-1) if k < dirs else dirs * hidden
-        if w_ih.shape != (gates * hidden, in_size) or w_hh.shape != (gates * hidden, hidden):
-            raise RuntimeError(f"weights of layer {k // dirs} direction {k % dirs} have shapes "
-                               f"{list(w_ih.shape)} and {list(w_hh.shape)}, expected "
-                               f"{[gates * hidden, in_size]} and {[gates * hidden, hidden]}")
-        if bias:
-            for b in weights[k * per + 2:k * per + 4]:
-                if b.shape != (gates * hidden,):
-                    raise RuntimeError(f"bias of layer {k // dirs} direction {k % dirs} has shape "
-                                       f"{list(b.shape)}, expected {[gates * hidden]}")
-    expected = (num_layers * dirs, batch, hidden)
+        w = weights[k * per:(k + 1) * per]
+        in_size = input.size(-1) if k < dirs else dirs * width
+        expected = [(gates * hidden, in_size), (gates * hidden, width)]
+        expected += [(gates * hidden,)] * (2 if bias else 0) + ([(proj_size, hidden)] if proj_size else [])
+        for got, want in zip(w, expected):
+            if tuple(got.shape) != want:
+                raise RuntimeError(f"weights of layer {k // dirs} direction {k % dirs} have shapes "
+                                   f"{[list(t.shape) for t in w]}, expected {[list(s) for s in expected]}")
     for i, h in enumerate(hx):
         if h.dtype != input.dtype:
             raise RuntimeError(f"Input and hidden tensors must have the same dtype, found input tensor of "
                                f"{input.dtype} and hidden tensor of {h.dtype}")
+        expected = (num_layers * dirs, batch, width if i == 0 else hidden)
         if tuple(h.shape) != expected:
             name = f"hidden[{i}]" if len(hx) > 1 else "hidden"
             raise RuntimeError(f"Expected {name} size {expected}, got {list(h.shape)}")
-    return hidden, dirs
+    if packed and any(int(a) < int(b) for a, b in zip(batch_sizes[:-1], batch_sizes[1:])):
+        raise RuntimeError("batch_sizes must be non-increasing, as a PackedSequence's are")
 
 
 def _run(cell: str, input: Tensor, hx: list[Tensor], weights: Sequence[Tensor], bias: bool, num_layers: int,
-         dropout: float, training: bool, bidirectional: bool, batch_first: bool):
+         dropout: float, training: bool, bidirectional: bool, batch_first: bool, proj_size: int,
+         batch_sizes: Tensor | None):
     """Triton path for every cell. ``hx`` is [h0] or [h0, c0] (LSTM). Returns (output, [h_n] or [h_n, c_n])."""
     if input.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"fusedrnn supports {', '.join(str(d) for d in SUPPORTED_DTYPES)} tensors, "
                         f"got {input.dtype}")
     dirs = 2 if bidirectional else 1
-    per = 4 if bias else 2
+    per = (4 if bias else 2) + (1 if proj_size else 0)
     op = ops.LAYER_OPS[cell]
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (input, *hx, *weights))
-    x = input.transpose(0, 1) if batch_first else input
+    sizes = None if batch_sizes is None else [int(b) for b in batch_sizes]
+    x = input.transpose(0, 1) if batch_first and sizes is None else input
     h_out: list[list[Tensor]] = [[] for _ in hx]
     for layer in range(num_layers):
         outs = []
         for d in range(dirs):
             k = layer * dirs + d
-            w_ih, w_hh = weights[k * per], weights[k * per + 1]
-            b_ih, b_hh = (weights[k * per + 2], weights[k * per + 3]) if bias else (None, None)
-            xp = F.linear(x, w_ih, b_ih)
+            w = weights[k * per:(k + 1) * per]
+            b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
             c0 = hx[1][k] if len(hx) > 1 else None
-            y, h_n, c_n, _, _ = op(xp, hx[0][k], c0, w_hh, b_hh, d == 1, save)
+            y, h_n, c_n, *_ = op(x, hx[0][k], c0, w[0], w[1], b_ih, b_hh, w[-1] if proj_size else None, sizes,
+                                 d == 1, save)
             outs.append(y)
             h_out[0].append(h_n)
             if len(hx) > 1:
@@ -112,73 +123,155 @@ def _run(cell: str, input: Tensor, hx: list[Tensor], weights: Sequence[Tensor], 
         x = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, p=dropout, training=True)
-    output = x.transpose(0, 1) if batch_first else x  # a time-major view, strides as torch.nn gives them
+    output = x.transpose(0, 1) if batch_first and sizes is None else x  # time-major view, as torch.nn gives it
     return output, [torch.stack(h) for h in h_out]
 
 
-def _zeros_hx(input: Tensor, weights: Sequence[Tensor], num_layers: int, bidirectional: bool, batch_first: bool):
-    batch = input.size(0 if batch_first else 1) if input.dim() == 3 else 0
-    hidden = weights[1].shape[-1]
+def _zeros_hx(input: Tensor, weights: Sequence[Tensor], gates: int, num_layers: int, bidirectional: bool,
+              batch_first: bool, batch_sizes: Tensor | None, width: int | None = None):
+    if batch_sizes is not None:
+        batch = int(batch_sizes[0]) if len(batch_sizes) else 0
+    else:
+        batch = input.size(0 if batch_first else 1) if input.dim() == 3 else 0
+    hidden = width or weights[1].shape[0] // gates
     return input.new_zeros((num_layers * (2 if bidirectional else 1), batch, hidden))
 
 
 def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequence[Tensor], *, bias: bool = True,
                num_layers: int = 1, dropout: float = 0.0, training: bool = False, bidirectional: bool = False,
-               batch_first: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """Multi-layer LSTM, as ``torch.nn.LSTM`` computes it (gates i, f, g, o).
+               batch_first: bool = False, proj_size: int = 0,
+               batch_sizes: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Multi-layer LSTM, as ``torch.nn.LSTM`` computes it (gates i, f, g, o; with proj_size, h = W_hr h).
 
     Args:
-        input: [T, B, I] ([B, T, I] with batch_first).
-        hx: (h0, c0), each [L*D, B, H], or None for zeros.
+        input: [T, B, I] ([B, T, I] with batch_first), or packed data [N, I] with ``batch_sizes``.
+        hx: (h0 [L*D, B, P], c0 [L*D, B, H]), or None for zeros.
         weights: torch.nn's flat weight list (see the module docstring).
         dropout: probability of dropout on the outputs of every layer but the last, applied if ``training``.
+        batch_sizes: a PackedSequence's batch_sizes (sequences sorted by decreasing length), or None.
     Returns:
-        output [T, B, D*H] ([B, T, D*H] with batch_first) and (h_n, c_n), each [L*D, B, H].
+        output [T, B, D*P] ([B, T, D*P] with batch_first, [N, D*P] packed) and (h_n, c_n).
     """
     if hx is None:
-        zeros = _zeros_hx(input, weights, num_layers, bidirectional, batch_first)
-        hx = (zeros, zeros)
-    _check("lstm", input, hx, weights, num_layers, bias, bidirectional, batch_first, dropout)
+        hx = (_zeros_hx(input, weights, 4, num_layers, bidirectional, batch_first, batch_sizes, proj_size or None),
+              _zeros_hx(input, weights, 4, num_layers, bidirectional, batch_first, batch_sizes))
+    _check("lstm", input, hx, weights, num_layers, bias, bidirectional, batch_first, dropout, proj_size, batch_sizes)
     if dispatch.select(input.device) == "aten":
-        out, h, c = torch.lstm(input, tuple(hx), list(weights), bias, num_layers, dropout, training, bidirectional,
-                               batch_first)
+        if batch_sizes is not None:
+            out, h, c = torch.lstm(input, batch_sizes, tuple(hx), list(weights), bias, num_layers, dropout, training,
+                                   bidirectional)
+        else:
+            out, h, c = torch.lstm(input, tuple(hx), list(weights), bias, num_layers, dropout, training,
+                                   bidirectional, batch_first)
         return out, (h, c)
     out, (h, c) = _run("lstm", input, list(hx), weights, bias, num_layers, dropout, training, bidirectional,
-                       batch_first)
+                       batch_first, proj_size, batch_sizes)
     return out, (h, c)
 
 
+def _single_state(cell: str, input, hx, weights, bias, num_layers, dropout, training, bidirectional, batch_first,
+                  batch_sizes):
+    if hx is None:
+        hx = _zeros_hx(input, weights, GATES[cell], num_layers, bidirectional, batch_first, batch_sizes)
+    _check(cell, input, [hx], weights, num_layers, bias, bidirectional, batch_first, dropout, 0, batch_sizes)
+    if dispatch.select(input.device) == "aten":
+        fn = {"gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}[cell]
+        if batch_sizes is not None:
+            return fn(input, batch_sizes, hx, list(weights), bias, num_layers, dropout, training, bidirectional)
+        return fn(input, hx, list(weights), bias, num_layers, dropout, training, bidirectional, batch_first)
+    out, (h,) = _run(cell, input, [hx], weights, bias, num_layers, dropout, training, bidirectional, batch_first, 0,
+                     batch_sizes)
+    return out, h
+
+
 def fused_gru(input: Tensor, hx: Tensor | None, weights: Sequence[Tensor], *, bias: bool = True, num_layers: int = 1,
-              dropout: float = 0.0, training: bool = False, bidirectional: bool = False,
-              batch_first: bool = False) -> tuple[Tensor, Tensor]:
+              dropout: float = 0.0, training: bool = False, bidirectional: bool = False, batch_first: bool = False,
+              batch_sizes: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Multi-layer GRU, as ``torch.nn.GRU`` computes it (gates r, z, n; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
 
-    Args and shapes as ``fused_lstm``, with ``hx`` a single h0 [L*D, B, H] or None. Returns (output, h_n).
+    Args and shapes as ``fused_lstm`` (no projection), with ``hx`` a single h0 [L*D, B, H] or None.
+    Returns (output, h_n).
     """
-    if hx is None:
-        hx = _zeros_hx(input, weights, num_layers, bidirectional, batch_first)
-    _check("gru", input, [hx], weights, num_layers, bias, bidirectional, batch_first, dropout)
-    if dispatch.select(input.device) == "aten":
-        return torch.gru(input, hx, list(weights), bias, num_layers, dropout, training, bidirectional, batch_first)
-    out, (h,) = _run("gru", input, [hx], weights, bias, num_layers, dropout, training, bidirectional, batch_first)
-    return out, h
+    return _single_state("gru", input, hx, weights, bias, num_layers, dropout, training, bidirectional, batch_first,
+                         batch_sizes)
 
 
 def fused_rnn(input: Tensor, hx: Tensor | None, weights: Sequence[Tensor], *, nonlinearity: str = "tanh",
               bias: bool = True, num_layers: int = 1, dropout: float = 0.0, training: bool = False,
-              bidirectional: bool = False, batch_first: bool = False) -> tuple[Tensor, Tensor]:
+              bidirectional: bool = False, batch_first: bool = False,
+              batch_sizes: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Multi-layer Elman RNN, as ``torch.nn.RNN`` computes it: h' = tanh|relu(W_ih x + b_ih + W_hh h + b_hh).
 
     Args and shapes as ``fused_gru``; ``nonlinearity`` is "tanh" or "relu". Returns (output, h_n).
     """
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-    if hx is None:
-        hx = _zeros_hx(input, weights, num_layers, bidirectional, batch_first)
-    _check("rnn_" + nonlinearity, input, [hx], weights, num_layers, bias, bidirectional, batch_first, dropout)
+    return _single_state("rnn_" + nonlinearity, input, hx, weights, bias, num_layers, dropout, training,
+                         bidirectional, batch_first, batch_sizes)
+
+
+# ---- single steps (the Cells) -----------------------------------------------------------------------------
+
+
+def _check_cell(input: Tensor, hx: Sequence[Tensor], w_ih: Tensor, w_hh: Tensor, biases: Sequence[Tensor]):
+    """torch's cell checks (aten's check_forward_input / check_forward_hidden), same types and messages."""
+    for h in hx:
+        for w in (w_ih, w_hh, *biases):
+            if w.device != input.device or h.device != input.device:
+                bad = w.device if w.device != input.device else h.device
+                raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                                   f"{input.device} and {bad}!")
+    if input.size(1) != w_ih.size(1):
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {w_ih.size(1)}")
+    for i, h in enumerate(hx):
+        if input.size(0) != h.size(0):
+            raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{i} batch size {h.size(0)}")
+        if h.size(1) != w_hh.size(1):
+            raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {h.size(1)}, expected {w_hh.size(1)}")
+    for t in (*hx, w_ih, w_hh, *biases):
+        if t.dtype != input.dtype:
+            a, b = (input.dtype, t.dtype)
+            raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {_short(a)} and {_short(b)}")
+
+
+def _short(dtype: torch.dtype) -> str:
+    return {torch.float64: "Double", torch.float32: "Float", torch.float16: "Half",
+            torch.bfloat16: "BFloat16"}.get(dtype, str(dtype))
+
+
+def _cell(cell: str, input: Tensor, hx: list[Tensor], w_ih, w_hh, b_ih, b_hh):
+    """One step; input [B, I], hx [h] or [h, c] each [B, H]. Returns [h'] or [h', c']."""
+    biases = [b for b in (b_ih, b_hh) if b is not None]
+    _check_cell(input, hx, w_ih, w_hh, biases)
     if dispatch.select(input.device) == "aten":
-        fn = torch.rnn_tanh if nonlinearity == "tanh" else torch.rnn_relu
-        return fn(input, hx, list(weights), bias, num_layers, dropout, training, bidirectional, batch_first)
-    out, (h,) = _run("rnn_" + nonlinearity, input, [hx], weights, bias, num_layers, dropout, training, bidirectional,
-                     batch_first)
-    return out, h
+        if cell == "lstm":
+            return list(torch.lstm_cell(input, tuple(hx), w_ih, w_hh, b_ih, b_hh))
+        fn = {"gru": torch.gru_cell, "rnn_tanh": torch.rnn_tanh_cell, "rnn_relu": torch.rnn_relu_cell}[cell]
+        return [fn(input, hx[0], w_ih, w_hh, b_ih, b_hh)]
+    if input.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"fusedrnn supports {', '.join(str(d) for d in SUPPORTED_DTYPES)} tensors, "
+                        f"got {input.dtype}")
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in (input, *hx, w_ih, w_hh, *biases))
+    h, c, _ = ops.STEP_OPS[cell](input, hx[0], hx[1] if cell == "lstm" else None, w_ih, w_hh, b_ih, b_hh, save)
+    return [h, c] if cell == "lstm" else [h]
+
+
+def fused_lstm_cell(input: Tensor, hx: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                    b_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One LSTM step, as ``torch.nn.LSTMCell``: input [B, I], hx (h [B, H], c [B, H]) -> (h', c'). One launch."""
+    h, c = _cell("lstm", input, list(hx), w_ih, w_hh, b_ih, b_hh)
+    return h, c
+
+
+def fused_gru_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                   b_hh: Tensor | None = None) -> Tensor:
+    """One GRU step, as ``torch.nn.GRUCell``: input [B, I], hx [B, H] -> h'. One launch."""
+    return _cell("gru", input, [hx], w_ih, w_hh, b_ih, b_hh)[0]
+
+
+def fused_rnn_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                   b_hh: Tensor | None = None, nonlinearity: str = "tanh") -> Tensor:
+    """One Elman RNN step, as ``torch.nn.RNNCell``: input [B, I], hx [B, H] -> h'. One launch."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise RuntimeError(f"Unknown nonlinearity: {nonlinearity}")
+    return _cell("rnn_" + nonlinearity, input, [hx], w_ih, w_hh, b_ih, b_hh)[0]

@@ -1,8 +1,9 @@
 """Launchers of the step kernels: allocate, build the grid, walk the sequence, launch.
 
-Legend: T time, B batch, H hidden, K width of h (= H), G gates, NS saved activations per hidden unit.
-All tensors here are time-major and belong to ONE layer and ONE direction. The time loops index
-"steps" in processing order; ``step -> t`` is the identity forward and ``T - 1 - step`` in reverse.
+Legend: T time, B batch, N packed rows, I input size, H hidden, P width of h (proj_size, else H), G gates,
+NS saved activations per hidden unit. All tensors belong to ONE layer and ONE direction. A sequence is dense
+(``[T, B, .]``, any strides with a unit last stride) or packed (``[N, .]``, rows of step t at offsets[t], as in
+a PackedSequence). Loops index "steps" in processing order; ``Schedule.time(step)`` is the timestep.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from fusedrnn.autotune import default_step_config
+from fusedrnn.autotune import step_config
 from fusedrnn.kernels import CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH, _step_bwd_kernel, _step_fwd_kernel
 
 #: Kernel launches by kernel name since the process started. Tests read it to prove that the Triton path
@@ -58,140 +59,372 @@ def _dot_settings(dtype: torch.dtype, device: torch.device) -> dict:
     return {"UPCAST_DOT": False, "DOT_PRECISION": precision}
 
 
-def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+def _config(kernel: str, cell: str, H: int, K: int, B: int, dtype: torch.dtype, device: torch.device, I: int = 0):
+    """Launch configuration of a step kernel (K: width of its recurrent matmul; I: input width when the input
+    projection is fused into it, else 0): tuned cache, shipped table or heuristic (fusedrnn.autotune)."""
+    return step_config(kernel, cell, dtype, device, H, K, B, I)
+
+
+def _unit_last_stride(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _time(step: int, T: int, reverse: bool) -> int:
-    return T - 1 - step if reverse else step
+class Schedule:
+    """Time layout of one direction: which rows run at each step, and where they lie.
+
+    Dense (``batch_sizes`` None): T steps of B rows, tensors ``[T, B, w]``. Packed: ``batch_sizes[t]`` rows at
+    step t (non-increasing, as in a PackedSequence), tensors ``[N, w]`` with the rows of step t at
+    ``offsets[t]``. Row b of every step is sequence b. Reverse walks t = T-1 .. 0, so each packed sequence
+    starts at its own last element.
+    """
+
+    def __init__(self, T: int, B: int, batch_sizes: list[int] | None, reverse: bool):
+        self.T, self.B, self.reverse = T, B, reverse
+        self.packed = batch_sizes is not None
+        self.sizes = list(batch_sizes) if self.packed else [B] * T
+        self.offsets = [0] * T
+        for t in range(1, T):
+            self.offsets[t] = self.offsets[t - 1] + self.sizes[t - 1]
+
+    def time(self, step: int) -> int:
+        return self.T - 1 - step if self.reverse else step
+
+    def batch(self, step: int) -> int:
+        """Rows that run at ``step`` (0 outside the sequence)."""
+        return self.sizes[self.time(step)] if 0 <= step < self.T else 0
+
+    def rows(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """[rows, w] view of the rows of ``x`` (dense [T, B, w] or packed [N, w]) at ``step``."""
+        t = self.time(step)
+        return x[self.offsets[t]:self.offsets[t] + self.sizes[t]] if self.packed else x[t]
+
+    def alloc(self, width: int, dtype, device) -> torch.Tensor:
+        shape = (self.offsets[-1] + self.sizes[-1], width) if self.packed else (self.T, self.B, width)
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.packed else x.reshape(-1, x.shape[-1])
+
+    def _index(self, device):
+        """Per sequence b: its last and first step (processing order); per row: the row holding h_{t-1}
+        (an index into ``cat([flat(y), h0])``)."""
+        sizes = torch.tensor(self.sizes, device=device)
+        lengths = (sizes[None, :] > torch.arange(self.B, device=device)[:, None]).sum(1)
+        if self.reverse:
+            last_step = torch.full_like(lengths, self.T - 1)
+            first_step = self.T - lengths
+        else:
+            last_step, first_step = lengths - 1, torch.zeros_like(lengths)
+        return last_step, first_step
+
+    def per_sequence(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        """[B, w]: for every sequence, its row of ``x`` at its last (``which="last"``) or first step."""
+        if not self.packed:
+            return x[self.time(self.T - 1 if which == "last" else 0)]
+        last_step, first_step = self._index(x.device)
+        step = last_step if which == "last" else first_step
+        t = self.T - 1 - step if self.reverse else step
+        offsets = torch.tensor(self.offsets, device=x.device)
+        return x[offsets[t] + torch.arange(self.B, device=x.device)]
+
+    def last_step(self, device) -> torch.Tensor:
+        return self._index(device)[0]
+
+    def previous_rows(self, y: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        """[N, P] (packed): h_{t-1} of every row, from the previous step's output or, for a sequence's first
+        step, from h0."""
+        device = y.device
+        sizes = torch.tensor(self.sizes, device=device)
+        offsets = torch.tensor(self.offsets, device=device)
+        t = torch.repeat_interleave(torch.arange(self.T, device=device), sizes)
+        b = torch.arange(t.numel(), device=device) - offsets[t]
+        tp = t + 1 if self.reverse else t - 1
+        valid = (tp >= 0) & (tp < self.T)
+        valid &= b < sizes[tp.clamp(0, self.T - 1)]
+        index = torch.where(valid, offsets[tp.clamp(0, self.T - 1)] + b, y.shape[0] + b)
+        return torch.cat([y, h0])[index]
 
 
-def recurrence_fwd(cell: str, xp: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, w_hh: torch.Tensor,
-                   b_hh: torch.Tensor | None, reverse: bool, save: bool):
+def _sources(sched: Schedule, step: int, buf: torch.Tensor, init: torch.Tensor):
+    """(tensor holding rows < split, tensor holding rows >= split, split, two_sources) for the state that
+    ``step`` reads: rows that ran the previous step read ``buf`` (their last output), others ``init``."""
+    b_prev, b_now = sched.batch(step - 1), sched.batch(step)
+    if b_prev == 0:
+        return init, init, 0, False
+    if b_prev >= b_now:
+        return buf, buf, b_now, False
+    return buf, init, b_prev, True
+
+
+def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, w_ih: torch.Tensor,
+                   w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None,
+                   w_hr: torch.Tensor | None, batch_sizes: list[int] | None, reverse: bool, save: bool):
     """Run one layer and direction over the whole sequence.
 
     Args:
-        xp:   [T, B, G*H] input pre-activations ``x @ W_ih^T + b_ih``.
-        h0:   [B, H] initial hidden state; c0: [B, H] initial cell state (LSTM only, else None).
-        w_hh: [G*H, H]; b_hh: [G*H] or None.
-        reverse: walk the sequence from t = T-1 down to 0.
-        save: keep what the backward needs.
+        x: [T, B, I] inputs (dense), or [N, I] packed rows with ``batch_sizes`` (length T).
+        h0: [B, P]; c0: [B, H] (LSTM only, else None).
+        w_ih [G*H, I], w_hh [G*H, P], b_ih / b_hh [G*H] or None; w_hr [P, H] (LSTM projection) or None.
+        reverse: walk the sequence from its end. save: keep what the backward needs.
 
-    Returns (y [T, B, H], h_n [B, H], c_n [B, H] or [0], saved [T, B, NS*H] or [0], cs [T+1, B, H] or [0]).
-    ``saved`` and ``cs`` (the cell states by step, cs[0] = c0) are in the accumulator dtype and indexed by step.
+    Returns (y, h_n [B, P], c_n [B, H] | [0], saved, cs, hr):
+        y      [T, B, P] or [N, P];
+        saved  [T, B, NS*H] / [N, NS*H] activations by timestep (accumulator dtype), with ``save``;
+        cs     [T+1, B, H] cell states by step, cs[s+1] after step s (accumulator dtype), LSTM with ``save``;
+        hr     h before the projection, like y but [., H], with a projection and ``save``.
+    The input projection is one GEMM over all steps; a single step fuses it into the kernel (one launch).
     """
     spec = CELLS[cell]
-    T, B, _ = xp.shape
-    H, K = w_hh.shape[0] // spec.gates, w_hh.shape[1]
-    dtype, device, acc = xp.dtype, xp.device, acc_dtype(xp.dtype)
+    T = len(batch_sizes) if batch_sizes is not None else x.shape[0]
+    B = h0.shape[0]
+    H = w_hh.shape[0] // spec.gates
+    P = w_hh.shape[1]
+    dtype, device, acc = x.dtype, x.device, acc_dtype(x.dtype)
     is_lstm = spec.code == CELLS["lstm"].code
+    sched = Schedule(T, B, batch_sizes, reverse)
 
     def empty():  # distinct placeholders: custom-op outputs may not alias each other
         return torch.empty(0, dtype=acc, device=device)
 
-    xp = _last_dim_contiguous(xp)
+    fuse_input = T == 1
+    x = _unit_last_stride(x)
+    xp = x if fuse_input else torch.nn.functional.linear(x, w_ih, b_ih)
     h0 = h0.contiguous()
-    y = torch.empty((T, B, H), dtype=dtype, device=device)
-    if is_lstm:
-        cs = torch.empty((T + 1 if save else 2, B, H), dtype=acc, device=device)
-        cs[0].copy_(c0)
-    else:
-        cs = empty()
-    saved = torch.empty((T, B, spec.saved * H), dtype=acc, device=device) if save else empty()
+    c0 = c0.contiguous() if is_lstm else None
+    y = sched.alloc(P, dtype, device)
+    hr = None
+    if w_hr is not None:
+        hr = sched.alloc(H, dtype, device) if save else torch.empty((2, B, H), dtype=dtype, device=device)
+    cs = torch.empty((T + 1 if save else 2, B, H), dtype=acc, device=device) if is_lstm else empty()
+    saved = sched.alloc(spec.saved * H, acc, device) if save else empty()
 
-    if B > 0:
-        cfg = default_step_config(device.type, H, K, B, dtype.itemsize)
-        grid = (triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))
+    if B > 0 and H > 0:
+        cfg = _config("step_fwd", cell, H, P, B, dtype, device, x.shape[-1] if fuse_input else 0)
         for step in range(T):
-            t = _time(step, T, reverse)
-            h_prev = h0 if step == 0 else y[_time(step - 1, T, reverse)]
+            rows = sched.batch(step)
+            h_src, h_init, split, two = _sources(sched, step, sched.rows(y, step - 1) if step else h0, h0)
             if is_lstm:
                 c_prev, c_out = (cs[step], cs[step + 1]) if save else (cs[step % 2], cs[(step + 1) % 2])
+                c_src, c_init, _, _ = _sources(sched, step, c_prev, c0)
             else:
-                c_prev = c_out = cs
-            _step_fwd_kernel[grid](
-                xp[t], xp.stride(1),
-                h_prev, h_prev.stride(0),
-                c_prev,
+                c_src = c_init = c_out = cs
+            x_t = sched.rows(xp, step)
+            h_out = sched.rows(y, step) if hr is None else (sched.rows(hr, step) if save else hr[step % 2][:rows])
+            _step_fwd_kernel[(triton.cdiv(rows, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))](
+                x_t, x_t.stride(0),
+                w_ih, w_ih.stride(0), w_ih.stride(1),
+                b_ih if b_ih is not None else w_ih,
+                h_src, h_src.stride(0), h_init, h_init.stride(0),
+                c_src, c_src.stride(0) if is_lstm else 0, c_init, c_init.stride(0) if is_lstm else 0,
                 w_hh, w_hh.stride(0), w_hh.stride(1),
                 b_hh if b_hh is not None else w_hh,
-                y[t], y.stride(1),
+                h_out, h_out.stride(0),
                 c_out,
-                saved[step] if save else saved,
-                B, H, K,
+                sched.rows(saved, step) if save else saved,
+                rows, split, H, P, x.shape[-1],
                 CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
+                FUSE_INPUT=fuse_input, TWO_SOURCES=two,
                 BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                 **_dot_settings(dtype, device),
             )
             launch_counts["step_fwd"] += 1
+            if hr is not None:
+                torch.mm(h_out, w_hr.t(), out=sched.rows(y, step))
+    elif H == 0 and B > 0:
+        y.zero_()  # an empty hidden state: outputs have no features, projections give zeros
 
-    h_n = y[_time(T - 1, T, reverse)].clone()
-    c_n = cs[T if save else T % 2].to(dtype, copy=True) if is_lstm else torch.empty(0, dtype=dtype, device=device)
-    return y, h_n, c_n, saved, cs if save else empty()
+    h_n = sched.per_sequence(y, "last").clone() if B > 0 else h0.new_empty((0, P))
+    if is_lstm:
+        last = sched.last_step(device) + 1
+        c_n = cs[last if save else last % 2, torch.arange(B, device=device)].to(dtype, copy=True)
+        if H == 0 or B == 0:
+            c_n = torch.zeros((B, H), dtype=dtype, device=device)
+    else:
+        c_n = torch.empty(0, dtype=dtype, device=device)
+    return y, h_n, c_n, saved, cs if save else empty(), hr if (hr is not None and save) else empty().to(dtype)
 
 
-def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.Tensor | None, h0: torch.Tensor,
-                   w_hh: torch.Tensor, y: torch.Tensor, saved: torch.Tensor, cs: torch.Tensor, reverse: bool,
-                   has_bias: bool):
-    """Backward through time of ``recurrence_fwd`` (called with ``save=True``).
+def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.Tensor | None, x: torch.Tensor,
+                   h0: torch.Tensor, c0: torch.Tensor | None, w_ih: torch.Tensor, w_hh: torch.Tensor,
+                   w_hr: torch.Tensor | None, has_bias: bool, batch_sizes: list[int] | None, reverse: bool,
+                   y: torch.Tensor, saved: torch.Tensor, cs: torch.Tensor, hr: torch.Tensor):
+    """Backward through time of ``recurrence_fwd`` (run with ``save=True``); arguments as there, plus the
+    gradients dy (like y), dh_n [B, P], dc_n [B, H] (LSTM, else None).
 
-    Args:
-        dy: [T, B, H] gradient of y; dh_n, dc_n: [B, H] gradients of h_n, c_n (dc_n None unless LSTM).
-        h0, w_hh, y, saved, cs: as given to / returned by the forward.
-
-    Returns (dxp [T, B, G*H], dh0 [B, H], dc0 [B, H] or [0], dw_hh [G*H, H], db_hh [G*H] or [0]).
-    The per-step kernel produces the gate gradients; dW_hh and db_hh are then GEMMs/reductions over all
+    Returns (dx, dh0, dc0 | [0], dw_ih, dw_hh, db_ih | [0], db_hh | [0], dw_hr | [0]). The per-step kernel
+    produces the gate gradients; all weight, bias and input gradients are then GEMMs and reductions over all
     steps at once (no atomics, deterministic).
     """
     spec = CELLS[cell]
-    T, B, H = y.shape
-    K = w_hh.shape[1]
+    T = len(batch_sizes) if batch_sizes is not None else x.shape[0]
+    B = h0.shape[0]
+    H = w_hh.shape[0] // spec.gates
+    P = w_hh.shape[1]
     GH = spec.gates * H
     dtype, device, acc = y.dtype, y.device, acc_dtype(y.dtype)
     is_lstm = spec.code == CELLS["lstm"].code
     split_dx = spec.code == CELLS["gru"].code
+    proj = w_hr is not None
+    sched = Schedule(T, B, batch_sizes, reverse)
 
-    dy = _last_dim_contiguous(dy)
+    def none():
+        return torch.empty(0, dtype=dtype, device=device)
+
+    dy = _unit_last_stride(dy)
     h0 = h0.contiguous()
-    dhp = torch.empty((T, B, GH), dtype=dtype, device=device)
-    dxp = torch.empty((T, B, GH), dtype=dtype, device=device) if split_dx else dhp
-    carry_h = dh_n.to(acc, copy=True).contiguous()
+    c0 = c0.contiguous() if is_lstm else None
+    dhp = sched.alloc(GH, dtype, device)
+    dxp = sched.alloc(GH, dtype, device) if split_dx else dhp
+    carry_h = torch.zeros((B, H), dtype=acc, device=device) if proj else dh_n.to(acc, copy=True).contiguous()
     carry_c = dc_n.to(acc, copy=True).contiguous() if is_lstm else torch.empty(0, dtype=acc, device=device)
+    if proj:
+        carry_p = dh_n.to(acc, copy=True)  # dL/dh_n through the projection, consumed at each row's last step
+        dyp = sched.alloc(P, dtype, device)  # dL/d(projected h_t), for dW_hr
+        w_hr_acc = w_hr.to(acc)
 
-    if B > 0:
-        cfg = default_step_config(device.type, H, GH, B, dtype.itemsize)
-        grid = (triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))
+    if B > 0 and H > 0:
+        cfg = _config("step_bwd", cell, H, GH, B, dtype, device)
         for step in reversed(range(T)):
-            t = _time(step, T, reverse)
-            has_next = step < T - 1
-            h_prev = h0 if step == 0 else y[_time(step - 1, T, reverse)]
-            _step_bwd_kernel[grid](
-                dhp[_time(step + 1, T, reverse)] if has_next else dhp[t], dhp.stride(1),
+            rows, rows_next = sched.batch(step), sched.batch(step + 1)
+            if proj:
+                d = sched.rows(dy, step).to(acc) + carry_p[:rows]
+                carry_p[:rows] = 0
+                if rows_next:  # rows of the next step that continue a sequence of this one
+                    n = min(rows, rows_next)
+                    d[:n] += (sched.rows(dhp, step + 1)[:n] @ w_hh).to(acc)
+                sched.rows(dyp, step).copy_(d)
+                dy_t, has_next = d @ w_hr_acc, False
+            else:
+                dy_t, has_next = sched.rows(dy, step), rows_next > 0
+            dhp_next = sched.rows(dhp, step + 1) if has_next else dhp
+            h_src, h_init, split, two = _sources(sched, step, sched.rows(y, step - 1) if step else h0, h0)
+            if is_lstm:
+                c_src, c_init, _, _ = _sources(sched, step, cs[step], c0)
+                c_t = cs[step + 1]
+            else:
+                c_src = c_init = c_t = carry_c
+            dhp_t, dxp_t = sched.rows(dhp, step), sched.rows(dxp, step)
+            _step_bwd_kernel[(triton.cdiv(rows, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))](
+                dhp_next, dhp_next.stride(0) if has_next else 0,
                 w_hh, w_hh.stride(0), w_hh.stride(1),
-                dy[t], dy.stride(1),
+                dy_t, dy_t.stride(0),
                 carry_h, carry_c,
-                saved[step],
-                cs[step] if is_lstm else carry_c, cs[step + 1] if is_lstm else carry_c,
-                h_prev, h_prev.stride(0),
-                dhp[t], dhp.stride(1),
-                dxp[t], dxp.stride(1),
-                B, H, K,
+                sched.rows(saved, step),
+                c_t, c_src, c_src.stride(0) if is_lstm else 0, c_init, c_init.stride(0) if is_lstm else 0,
+                h_src, h_src.stride(0), h_init, h_init.stride(0),
+                dhp_t, dhp_t.stride(0),
+                dxp_t, dxp_t.stride(0),
+                rows, rows_next, split, H, P,
                 CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_NEXT=has_next, SPLIT_DX=split_dx,
-                BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
+                TWO_SOURCES=two, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                 **_dot_settings(dtype, device),
             )
             launch_counts["step_bwd"] += 1
+    elif B > 0:  # H == 0: no gates, no gradient through the recurrence
+        dhp.zero_()
+        dxp.zero_()
+        if proj:
+            dyp.zero_()
 
-    first = _time(0, T, reverse)
-    dh0 = (carry_h + (dhp[first] @ w_hh).to(acc)).to(dtype)
-    dc0 = carry_c.to(dtype) if is_lstm else torch.empty(0, dtype=dtype, device=device)
-    # dW_hh = sum_t dHp_t^T h_{t-1}: the step that starts from h0 is added to one GEMM over the others.
-    if reverse:
-        rest_g, rest_h = dhp[:-1], y[1:]
+    # dh0 = pointwise carry + dHp of each sequence's first step @ W_hh; with a projection the carry was
+    # consumed (zeroed) at each sequence's last step.
+    carry = carry_p if proj else carry_h
+    dh0 = (carry + (sched.per_sequence(dhp, "first") @ w_hh).to(acc)).to(dtype) if B > 0 else carry.to(dtype)
+    dc0 = carry_c.to(dtype) if is_lstm else none()
+    # dW_hh = sum over rows of dHp^T h_{t-1}.
+    if sched.packed:
+        dw_hh = sched.flat(dhp).t() @ sched.previous_rows(y, h0)
     else:
-        rest_g, rest_h = dhp[1:], y[:-1]
-    dw_hh = torch.addmm(dhp[first].t() @ h0, rest_g.reshape(-1, GH).t(), rest_h.reshape(-1, K))
-    db_hh = dhp.sum(dim=(0, 1)) if has_bias else torch.empty(0, dtype=dtype, device=device)
-    return dxp, dh0, dc0, dw_hh, db_hh
+        rest_g, rest_h = (dhp[:-1], y[1:]) if reverse else (dhp[1:], y[:-1])
+        first = sched.time(0)
+        dw_hh = torch.addmm(dhp[first].t() @ h0, rest_g.reshape(-1, GH).t(), rest_h.reshape(-1, P))
+    flat_dxp = sched.flat(dxp)
+    dx = dxp @ w_ih
+    dw_ih = flat_dxp.t() @ sched.flat(x)
+    db_ih = flat_dxp.sum(0) if has_bias else none()
+    db_hh = sched.flat(dhp).sum(0) if has_bias else none()
+    dw_hr = sched.flat(dyp).t() @ sched.flat(hr) if proj else none()
+    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
+
+
+def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_ih: torch.Tensor,
+             w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None, save: bool):
+    """One step of a cell in ONE launch: the input projection is fused into the step kernel.
+
+    Args: x [B, I], h [B, H], c [B, H] (LSTM, else None), weights as in ``recurrence_fwd``.
+    Returns (h' [B, H], c' [B, H] | [0], saved [B, NS*H] | [0]); c' is stored in the tensor dtype.
+    """
+    spec = CELLS[cell]
+    B, H = h.shape
+    dtype, device, acc = x.dtype, x.device, acc_dtype(x.dtype)
+    is_lstm = spec.code == CELLS["lstm"].code
+    x, h = _unit_last_stride(x), h.contiguous()
+    c = c.contiguous() if is_lstm else None
+    h_new = torch.empty((B, H), dtype=dtype, device=device)
+    c_new = torch.empty((B, H) if is_lstm else (0,), dtype=dtype, device=device)
+    saved = torch.empty((B, spec.saved * H) if save else (0,), dtype=acc, device=device)
+    if B > 0 and H > 0:
+        cfg = _config("step_fwd", cell, H, H, B, dtype, device, x.shape[-1])
+        _step_fwd_kernel[(triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))](
+            x, x.stride(0), w_ih, w_ih.stride(0), w_ih.stride(1), b_ih if b_ih is not None else w_ih,
+            h, h.stride(0), h, h.stride(0),
+            c if is_lstm else c_new, H, c if is_lstm else c_new, H,
+            w_hh, w_hh.stride(0), w_hh.stride(1), b_hh if b_hh is not None else w_hh,
+            h_new, H, c_new, saved,
+            B, B, H, H, x.shape[-1],
+            CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
+            FUSE_INPUT=True, TWO_SOURCES=False,
+            BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_dot_settings(dtype, device),
+        )
+        launch_counts["step_fwd"] += 1
+    elif B > 0 and is_lstm:
+        c_new.zero_()
+    if H == 0 and B > 0:
+        h_new.zero_()
+    return h_new, c_new, saved
+
+
+def cell_bwd(cell: str, dh_new: torch.Tensor, dc_new: torch.Tensor | None, x: torch.Tensor, h: torch.Tensor,
+             c: torch.Tensor | None, w_ih: torch.Tensor, w_hh: torch.Tensor, has_bias: bool, c_new: torch.Tensor,
+             saved: torch.Tensor):
+    """Backward of ``cell_fwd`` (run with ``save=True``). Returns (dx, dh, dc | [0], dw_ih, dw_hh,
+    db_ih | [0], db_hh | [0]): one step kernel for the gate gradients, then GEMMs."""
+    spec = CELLS[cell]
+    B, H = h.shape
+    GH = spec.gates * H
+    dtype, device, acc = x.dtype, x.device, acc_dtype(x.dtype)
+    is_lstm = spec.code == CELLS["lstm"].code
+    split_dx = spec.code == CELLS["gru"].code
+    h = h.contiguous()
+    c = c.contiguous() if is_lstm else None
+    dh_new = _unit_last_stride(dh_new)
+    carry_h = torch.zeros((B, H), dtype=acc, device=device)
+    carry_c = dc_new.to(acc, copy=True).contiguous() if is_lstm else torch.empty(0, dtype=acc, device=device)
+    dhp = torch.empty((B, GH), dtype=dtype, device=device)
+    dxp = torch.empty((B, GH), dtype=dtype, device=device) if split_dx else dhp
+    if B > 0 and H > 0:
+        cfg = _config("step_bwd", cell, H, GH, B, dtype, device)
+        _step_bwd_kernel[(triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))](
+            dhp, 0, w_hh, w_hh.stride(0), w_hh.stride(1), dh_new, dh_new.stride(0), carry_h, carry_c, saved,
+            c_new if is_lstm else carry_c, c if is_lstm else carry_c, H, c if is_lstm else carry_c, H,
+            h, H, h, H, dhp, GH, dxp, GH,
+            B, 0, B, H, H,
+            CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_NEXT=False, SPLIT_DX=split_dx, TWO_SOURCES=False,
+            BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_dot_settings(dtype, device),
+        )
+        launch_counts["step_bwd"] += 1
+    else:
+        dhp.zero_()
+        dxp.zero_()
+
+    def none():  # distinct placeholders: custom-op outputs may not alias each other
+        return torch.empty(0, dtype=dtype, device=device)
+
+    dh = (carry_h + (dhp @ w_hh).to(acc)).to(dtype)
+    dc = carry_c.to(dtype) if is_lstm else none()
+    return (dxp @ w_ih, dh, dc, dxp.t() @ x, dhp.t() @ h, dxp.sum(0) if has_bias else none(),
+            dhp.sum(0) if has_bias else none())

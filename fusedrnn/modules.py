@@ -1,16 +1,17 @@
-"""Drop-in replacements for ``torch.nn.LSTM``, ``torch.nn.GRU`` and ``torch.nn.RNN``.
+"""Drop-in replacements for torch.nn's LSTM, GRU, RNN, LSTMCell, GRUCell and RNNCell.
 
 Same constructor (positional order included), attributes, parameter names, shapes, registration order,
-initialisation and state_dict as torch.nn: the classes derive from ``torch.nn.modules.rnn.RNNBase``, whose
-``__init__`` builds the parameters, and validate inputs with its own checks, so errors read the same. They
-derive from RNNBase rather than from nn.LSTM/GRU/RNN because torch.compile refuses to trace instances of
-those three classes.
+initialisation and state_dict as torch.nn. LSTM, GRU and RNN derive from ``torch.nn.modules.rnn.RNNBase``,
+whose ``__init__`` builds the parameters, and validate inputs with its own checks, so errors read the same.
+They derive from RNNBase rather than from nn.LSTM/GRU/RNN because torch.compile refuses to trace instances of
+those three classes. The Cells derive from torch's Cells themselves.
 
-Shapes (T time, B batch, I input_size, H hidden_size, L num_layers, D = 2 if bidirectional else 1):
-    input   [T, B, I] ([B, T, I] with batch_first), or unbatched [T, I]
-    h0, c0  [L*D, B, H], or [L*D, H] for unbatched input; None means zeros
-    output  [T, B, D*H] ([B, T, D*H] with batch_first), or [T, D*H]
+Shapes (T time, B batch, I input_size, H hidden_size, P proj_size or H, L num_layers, D = 2 if bidirectional):
+    input   [T, B, I] ([B, T, I] with batch_first), unbatched [T, I], or a PackedSequence
+    h0 [L*D, B, P], c0 [L*D, B, H], or [L*D, P] / [L*D, H] for unbatched input; None means zeros
+    output  [T, B, D*P] ([B, T, D*P] with batch_first), [T, D*P], or a PackedSequence
     h_n, c_n as h0, c0
+Cells: input [B, I] or [I]; h, c [B, H] or [H].
 """
 
 from __future__ import annotations
@@ -21,10 +22,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
 
-__all__ = ["LSTM", "GRU", "RNN"]
-
-_PACKED = ("fusedrnn: PackedSequence input is not supported yet; pad it with "
-           "torch.nn.utils.rnn.pad_packed_sequence, or use torch.nn.{}")
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
 
 class _FusedRNNBase(nn.modules.rnn.RNNBase):
@@ -46,29 +44,26 @@ class _FusedRNNBase(nn.modules.rnn.RNNBase):
             input = input.unsqueeze(0 if self.batch_first else 1)
         return input, is_batched
 
-    def _zeros(self, input: Tensor, size: int) -> Tensor:
-        batch = input.size(0) if self.batch_first else input.size(1)
+    def _zeros(self, input: Tensor, batch: int, size: int) -> Tensor:
         return torch.zeros(self.num_layers * (2 if self.bidirectional else 1), batch, size, dtype=input.dtype,
                            device=input.device)
 
-    def _common(self) -> dict:
+    def _common(self, batch_sizes) -> dict:
         return dict(bias=self.bias, num_layers=self.num_layers, dropout=float(self.dropout), training=self.training,
-                    bidirectional=self.bidirectional, batch_first=self.batch_first)
+                    bidirectional=self.bidirectional, batch_first=self.batch_first, batch_sizes=batch_sizes)
 
 
 class LSTM(_FusedRNNBase):
     r"""Drop-in for :class:`torch.nn.LSTM`, running fused Triton kernels.
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, proj_size=0, device=None, dtype=None)``. ``proj_size > 0`` is not supported yet.
+    bidirectional=False, proj_size=0, device=None, dtype=None)``.
 
     ``forward(input, hx=None) -> (output, (h_n, c_n))``; shapes in the module docstring.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__("LSTM", *args, **kwargs)
-        if self.proj_size > 0:
-            raise NotImplementedError("fusedrnn.LSTM does not support proj_size > 0 yet; use torch.nn.LSTM")
 
     def get_expected_cell_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
         return nn.LSTM.get_expected_cell_size(self, input, batch_sizes)
@@ -77,25 +72,43 @@ class LSTM(_FusedRNNBase):
                            batch_sizes: Tensor | None) -> None:
         nn.LSTM.check_forward_args(self, input, hidden, batch_sizes)
 
+    def permute_hidden(self, hx: tuple[Tensor, Tensor], permutation: Tensor | None):  # type: ignore[override]
+        return nn.LSTM.permute_hidden(self, hx, permutation)
+
     def forward(self, input, hx=None):
         self._update_flat_weights()
-        if isinstance(input, PackedSequence):
-            raise NotImplementedError(_PACKED.format("LSTM"))
-        input, is_batched = self._batch(input, "LSTM")
-        if hx is None:
-            hx = (self._zeros(input, self.hidden_size), self._zeros(input, self.hidden_size))
-        else:
-            if is_batched:
-                if hx[0].dim() != 3 or hx[1].dim() != 3:
-                    raise RuntimeError("For batched 3-D input, hx and cx should also be 3-D but got "
-                                       f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        batch_sizes = sorted_indices = unsorted_indices = None
+        is_batched = True
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            if hx is None:
+                max_batch = int(batch_sizes[0])
+                hx = (self._zeros(input, max_batch, real_hidden_size), self._zeros(input, max_batch, self.hidden_size))
             else:
-                if hx[0].dim() != 2 or hx[1].dim() != 2:
-                    raise RuntimeError("For unbatched 2-D input, hx and cx should also be 2-D but got "
-                                       f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
-                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-        self.check_forward_args(input, hx, None)
-        output, (h_n, c_n) = functional.fused_lstm(input, hx, self._weights(), **self._common())
+                hx = self.permute_hidden(hx, sorted_indices)
+        else:
+            input, is_batched = self._batch(input, "LSTM")
+            if hx is None:
+                batch = input.size(0 if self.batch_first else 1)
+                hx = (self._zeros(input, batch, real_hidden_size), self._zeros(input, batch, self.hidden_size))
+            else:
+                if is_batched:
+                    if hx[0].dim() != 3 or hx[1].dim() != 3:
+                        raise RuntimeError("For batched 3-D input, hx and cx should also be 3-D but got "
+                                           f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+                else:
+                    if hx[0].dim() != 2 or hx[1].dim() != 2:
+                        raise RuntimeError("For unbatched 2-D input, hx and cx should also be 2-D but got "
+                                           f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+                    hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        self.check_forward_args(input, hx, batch_sizes)
+        output, (h_n, c_n) = functional.fused_lstm(input, hx, self._weights(), proj_size=self.proj_size,
+                                                   **self._common(batch_sizes))
+        if packed:
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return output, self.permute_hidden((h_n, c_n), unsorted_indices)
         if not is_batched:
             output = output.squeeze(0 if self.batch_first else 1)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
@@ -107,25 +120,37 @@ class _SingleStateRNN(_FusedRNNBase):
 
     _name = ""
 
-    def _run(self, input: Tensor, hx: Tensor) -> tuple[Tensor, Tensor]:
+    def _run(self, input: Tensor, hx: Tensor, batch_sizes) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def forward(self, input, hx=None):
         self._update_flat_weights()
-        if isinstance(input, PackedSequence):
-            raise NotImplementedError(_PACKED.format(self._name))
-        input, is_batched = self._batch(input, self._name)
-        if hx is not None:
-            if is_batched and hx.dim() != 3:
-                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
-            if not is_batched:
-                if hx.dim() != 2:
-                    raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
-                hx = hx.unsqueeze(1)
+        batch_sizes = sorted_indices = unsorted_indices = None
+        is_batched = True
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            if hx is None:
+                hx = self._zeros(input, int(batch_sizes[0]), self.hidden_size)
+            else:
+                hx = self.permute_hidden(hx, sorted_indices)
         else:
-            hx = self._zeros(input, self.hidden_size)
-        self.check_forward_args(input, hx, None)
-        output, h_n = self._run(input, hx)
+            input, is_batched = self._batch(input, self._name)
+            if hx is not None:
+                if is_batched and hx.dim() != 3:
+                    raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+                if not is_batched:
+                    if hx.dim() != 2:
+                        raise RuntimeError(
+                            f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+                    hx = hx.unsqueeze(1)
+            else:
+                hx = self._zeros(input, input.size(0 if self.batch_first else 1), self.hidden_size)
+        self.check_forward_args(input, hx, batch_sizes)
+        output, h_n = self._run(input, hx, batch_sizes)
+        if packed:
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), \
+                self.permute_hidden(h_n, unsorted_indices)
         if not is_batched:
             output = output.squeeze(0 if self.batch_first else 1)
             h_n = h_n.squeeze(1)
@@ -148,8 +173,8 @@ class GRU(_SingleStateRNN):
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         super().__init__("GRU", *args, **kwargs)
 
-    def _run(self, input, hx):
-        return functional.fused_gru(input, hx, self._weights(), **self._common())
+    def _run(self, input, hx, batch_sizes):
+        return functional.fused_gru(input, hx, self._weights(), **self._common(batch_sizes))
 
 
 class RNN(_SingleStateRNN):
@@ -180,5 +205,76 @@ class RNN(_SingleStateRNN):
             raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__(mode, *args, **kwargs)
 
-    def _run(self, input, hx):
-        return functional.fused_rnn(input, hx, self._weights(), nonlinearity=self.nonlinearity, **self._common())
+    def _run(self, input, hx, batch_sizes):
+        return functional.fused_rnn(input, hx, self._weights(), nonlinearity=self.nonlinearity,
+                                    **self._common(batch_sizes))
+
+
+# ---- cells ------------------------------------------------------------------------------------------------
+
+
+def _cell_input(name: str, input: Tensor, hx, n_states: int):
+    """torch's rank checks and unbatched handling; returns (input [B, I], [h, (c)] each [B, H], is_batched)."""
+    if input.dim() not in (1, 2):
+        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+    if hx is not None:
+        states = list(hx) if n_states == 2 else [hx]
+        for idx, value in enumerate(states):
+            if value.dim() not in (1, 2):
+                what = f"hx[{idx}]" if n_states == 2 else "hidden"
+                raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {value.dim()}D instead")
+    is_batched = input.dim() == 2
+    if not is_batched:
+        input = input.unsqueeze(0)
+    return input, is_batched
+
+
+class LSTMCell(nn.LSTMCell):
+    r"""Drop-in for :class:`torch.nn.LSTMCell`: one fused launch per call (a decode step).
+
+    ``forward(input [B, I] or [I], hx=(h, c) each [B, H] or [H], or None) -> (h', c')``.
+    """
+
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        input, is_batched = _cell_input("LSTMCell", input, hx, 2)
+        if hx is None:
+            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+            hx = (zeros, zeros)
+        else:
+            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if not is_batched else hx
+        h, c = functional.fused_lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
+
+
+class GRUCell(nn.GRUCell):
+    r"""Drop-in for :class:`torch.nn.GRUCell`: one fused launch per call (a decode step).
+
+    ``forward(input [B, I] or [I], hx [B, H] or [H] or None) -> h'``.
+    """
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        input, is_batched = _cell_input("GRUCell", input, hx, 1)
+        if hx is None:
+            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+        else:
+            hx = hx.unsqueeze(0) if not is_batched else hx
+        h = functional.fused_gru_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return h if is_batched else h.squeeze(0)
+
+
+class RNNCell(nn.RNNCell):
+    r"""Drop-in for :class:`torch.nn.RNNCell`: one fused launch per call (a decode step).
+
+    ``RNNCell(input_size, hidden_size, bias=True, nonlinearity='tanh', device=None, dtype=None)``;
+    ``forward(input [B, I] or [I], hx [B, H] or [H] or None) -> h'``.
+    """
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        input, is_batched = _cell_input("RNNCell", input, hx, 1)
+        if hx is None:
+            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+        else:
+            hx = hx.unsqueeze(0) if not is_batched else hx
+        h = functional.fused_rnn_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                                      nonlinearity=self.nonlinearity)
+        return h if is_batched else h.squeeze(0)

@@ -1,9 +1,8 @@
 """Naive reference implementations: plain torch loops, differentiable to any order.
 
-The oracle for tests (beside torch.nn itself) and a readable statement of the math. Shapes:
-  x [T, B, I] (time-major), h [B, H], c [B, H]; weights in torch.nn's layout:
-  w_ih [G*H, I], w_hh [G*H, H], b_ih / b_hh [G*H] or None; gate order as torch.nn
-  (LSTM i, f, g, o; GRU r, z, n).
+The oracle for tests (beside torch.nn itself), the double-backward path of the fused ops, and a readable
+statement of the math. Weights in torch.nn's layout: w_ih [G*H, I], w_hh [G*H, P], b_ih / b_hh [G*H] or None,
+w_hr [P, H] (LSTM projection, P = proj_size) or None; gate order as torch.nn (LSTM i, f, g, o; GRU r, z, n).
 """
 
 from __future__ import annotations
@@ -33,33 +32,55 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
-def layer(cell: str, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
-    """One layer and direction. cell: "lstm", "gru", "rnn_tanh" or "rnn_relu".
-    Returns (y [T, B, H], h_n [B, H], c_n [B, H] or None)."""
+def step(cell: str, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One step of ``cell`` ("lstm", "gru", "rnn_tanh", "rnn_relu"): x [B, I], h [B, H], c [B, H] or None.
+    Returns (h', c' or None)."""
+    if cell == "lstm":
+        return lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    if cell == "gru":
+        return gru_cell(x, h, w_ih, w_hh, b_ih, b_hh), None
+    return rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, cell[len("rnn_"):]), None
+
+
+def recurrence(cell: str, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None, reverse=False):
+    """One layer and direction over a sequence.
+
+    x: [T, B, I], or packed rows [N, I] with ``batch_sizes`` (rows of step t first, as in a PackedSequence;
+    sequence b runs the steps t with batch_sizes[t] > b). h0 [B, P], c0 [B, H] or None.
+    Returns (y [T, B, P] or [N, P], h_n [B, P], c_n [B, H] or None): h_n holds each sequence's last state.
+    """
+    if batch_sizes is None:
+        sizes = [h0.shape[0]] * x.shape[0]
+        rows = [x[t] for t in range(x.shape[0])]
+    else:
+        sizes = [int(b) for b in batch_sizes]
+        rows = list(torch.split(x, sizes))
     h, c = h0, c0
-    ys = [None] * x.shape[0]
-    order = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
-    for t in order:
-        if cell == "lstm":
-            h, c = lstm_cell(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
-        elif cell == "gru":
-            h = gru_cell(x[t], h, w_ih, w_hh, b_ih, b_hh)
-        else:
-            h = rnn_cell(x[t], h, w_ih, w_hh, b_ih, b_hh, cell[len("rnn_"):])
-        ys[t] = h
-    return torch.stack(ys), h, c
+    ys = [None] * len(sizes)
+    for t in (reversed(range(len(sizes))) if reverse else range(len(sizes))):
+        n = sizes[t]
+        h_t, c_t = step(cell, rows[t], h[:n], None if c is None else c[:n], w_ih, w_hh, b_ih, b_hh)
+        if w_hr is not None:
+            h_t = F.linear(h_t, w_hr)
+        ys[t] = h_t
+        h = torch.cat([h_t, h[n:]])  # rows that have not started or have finished keep their state
+        if c is not None:
+            c = torch.cat([c_t, c[n:]])
+    y = torch.stack(ys) if batch_sizes is None else torch.cat(ys)
+    return y, h, c
 
 
-def rnn(cell: str, x, h0, c0, weights, num_layers=1, bias=True, bidirectional=False, batch_first=False):
+def rnn(cell: str, x, h0, c0, weights, num_layers=1, bias=True, bidirectional=False, batch_first=False,
+        proj_size=0):
     """A whole multi-layer network, weights flat in torch.nn's ``_flat_weights`` order.
 
-    x: [T, B, I] ([B, T, I] if batch_first); h0, c0: [L*D, B, H] (c0 None unless LSTM).
-    Returns (output [T, B, D*H], h_n [L*D, B, H], c_n [L*D, B, H] or None). No dropout.
+    x: [T, B, I] ([B, T, I] if batch_first); h0 [L*D, B, P], c0 [L*D, B, H] (c0 None unless LSTM).
+    Returns (output [T, B, D*P], h_n [L*D, B, P], c_n [L*D, B, H] or None). No dropout.
     """
     if batch_first:
         x = x.transpose(0, 1)
     dirs = 2 if bidirectional else 1
-    per = 4 if bias else 2
+    per = (4 if bias else 2) + (1 if proj_size else 0)
     hs, cs = [], []
     for layer_idx in range(num_layers):
         outs = []
@@ -67,7 +88,8 @@ def rnn(cell: str, x, h0, c0, weights, num_layers=1, bias=True, bidirectional=Fa
             k = layer_idx * dirs + d
             w = weights[k * per:(k + 1) * per]
             b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
-            y, h, c = layer(cell, x, h0[k], None if c0 is None else c0[k], w[0], w[1], b_ih, b_hh, reverse=d == 1)
+            y, h, c = recurrence(cell, x, h0[k], None if c0 is None else c0[k], w[0], w[1], b_ih, b_hh,
+                                 w[-1] if proj_size else None, reverse=d == 1)
             outs.append(y)
             hs.append(h)
             cs.append(c)

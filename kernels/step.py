@@ -1,18 +1,24 @@
 """One timestep of a recurrent layer: fused forward and backward kernels.
 
-Legend: B batch, H hidden, K width of h_{t-1} (= H until LSTM projections land), G gates of the cell
-(LSTM 4, GRU 3, RNN 1), NS saved activations per hidden unit (LSTM 4, GRU 4, RNN 1).
+Legend: B batch (rows active at this step), H hidden, K width of h_{t-1} (H, or proj_size), I input size,
+G gates of the cell (LSTM 4, GRU 3, RNN 1), NS saved activations per hidden unit (LSTM 4, GRU 4, RNN 1).
 
 Grid of both kernels: (cdiv(B, BLOCK_B), cdiv(H, BLOCK_H)). A program owns a batch tile and a slice of
 hidden units and computes ALL gates of that slice, so the cell's pointwise update stays in registers.
 
-Forward, step t:    r_k = h_{t-1} @ W_hh[k*H:(k+1)*H]^T + b_hh[k]    (k < G, one matmul tile each)
-                    h_t, c_t, saved = cell_fwd(xp_t, r, h_{t-1}, c_{t-1})
+Forward, step t:    x_k = xp_t[k]   or, with FUSE_INPUT (single steps), x_t @ W_ih[k]^T + b_ih[k]
+                    r_k = h_{t-1} @ W_hh[k*H:(k+1)*H]^T + b_hh[k]     (k < G, one matmul tile each)
+                    h_t, c_t, saved = cell_fwd(x, r, h_{t-1}, c_{t-1})
 Backward, step t:   dh  = dy_t + carry_h + dHp_{t+1} @ W_hh          (matmul over all G*H gate rows)
                     dXp_t, dHp_t, carry_h, carry_c = cell_bwd(dh, carry_c, saved, ...)
 where dHp is the gradient of the recurrent pre-activations (it differs from dXp only in GRU's n gate) and
 the carries hold the pointwise parts of dL/dh_{t-1}, dL/dc_{t-1}. A program reads and rewrites only its own
 tile of the carries, so they are updated in place.
+
+Batches may shrink from step to step (packed sequences) and, in reverse, sequences start at their own last
+element: rows < B_prev of h_{t-1}/c_{t-1} come from the previous step, rows >= B_prev from the initial state
+(TWO_SOURCES; with a single source the launcher passes whichever holds every row). In the backward, rows
+>= B_next of dHp_{t+1} do not exist and contribute nothing.
 
 Accumulation is fp32 (fp64 for fp64 tensors); h is stored in the tensor dtype, c and the saved activations
 in the accumulator dtype.
@@ -25,20 +31,34 @@ from .cells import CELL_GRU, CELL_LSTM, cell_bwd, cell_fwd
 
 
 @triton.jit
-def _matmul_tile(p_a, s_am, o_m, m_m, p_b, s_bk, s_bn, o_n, m_n, K,
-                 ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """acc[m, n] = sum_k A[m, k] * B[k, n] for the rows o_m of A (unit stride along k) and columns o_n of B.
+def _load_rows(p, s, p2, s2, split, o_m, m_m, o_c, m_c, TWO_SOURCES: tl.constexpr):
+    """Tile [rows o_m, columns o_c] of a row-major matrix (unit column stride) whose rows < split lie at p
+    (row stride s) and, with TWO_SOURCES, rows >= split at p2 (row stride s2)."""
+    if TWO_SOURCES:
+        m_1 = m_m & (o_m < split)
+        m_2 = m_m & (o_m >= split)
+        b = tl.load(p + o_m[:, None] * s + o_c[None, :], mask=m_1[:, None] & m_c[None, :], other=0.0)
+        b += tl.load(p2 + o_m[:, None] * s2 + o_c[None, :], mask=m_2[:, None] & m_c[None, :], other=0.0)
+    else:
+        b = tl.load(p + o_m[:, None] * s + o_c[None, :], mask=m_m[:, None] & m_c[None, :], other=0.0)
+    return b
 
-    The one place the recurrent matmul is tiled: the forward reads B = W_hh^T (one gate's rows), the
-    backward B = W_hh. UPCAST_DOT feeds fp32 operands to tl.dot (needed under the interpreter, where bf16
-    dots are wrong); DOT_PRECISION is "ieee" or "tf32" for fp32 operands.
+
+@triton.jit
+def _matmul_tile(p_a, s_a, p_a2, s_a2, split, o_m, m_m, p_b, s_bk, s_bn, o_n, m_n, K,
+                 ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 TWO_SOURCES: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc[m, n] = sum_k A[m, k] * B[k, n] for rows o_m of A (see _load_rows) and columns o_n of B.
+
+    The one place the recurrent matmul is tiled: the forward reads B = W_hh^T (one gate's rows) or W_ih^T,
+    the backward B = W_hh. UPCAST_DOT feeds accumulator-dtype operands to tl.dot (needed under the
+    interpreter, where bf16 dots are wrong); DOT_PRECISION is "ieee" or "tf32" for fp32 operands.
     """
     acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     for k0 in range(0, K, BLOCK_K):
         o_k = k0 + tl.arange(0, BLOCK_K)
         m_k = o_k < K
-        b_a = tl.load(p_a + o_m[:, None] * s_am + o_k[None, :], mask=m_m[:, None] & m_k[None, :], other=0.0)
+        b_a = _load_rows(p_a, s_a, p_a2, s_a2, split, o_m, m_m, o_k, m_k, TWO_SOURCES)
         b_b = tl.load(p_b + o_k[:, None] * s_bk + o_n[None, :] * s_bn, mask=m_k[:, None] & m_n[None, :],
                       other=0.0)
         if UPCAST_DOT:
@@ -58,22 +78,57 @@ def _store_gate(p, o_rows, s_row, o_h, m, gate, H, value):
     tl.store(p + o_rows[:, None] * s_row + gate * H + o_h[None, :], value.to(p.dtype.element_ty), mask=m)
 
 
-@triton.jit(do_not_specialize=["B"])
+@triton.jit
+def _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, gate, H, I,
+                ACC: tl.constexpr, HAS_BIAS: tl.constexpr, FUSE_INPUT: tl.constexpr,
+                BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Input pre-activation of one gate: loaded from xp_t, or computed as x_t @ W_ih[gate]^T + b_ih[gate]."""
+    if FUSE_INPUT:
+        x = _matmul_tile(p_x, s_x, p_x, s_x, 0, o_b, m_b, p_wih + gate * H * s_wir, s_wic, s_wir, o_h, m_h, I,
+                         ACC, BLOCK_B, BLOCK_H, BLOCK_K, False, UPCAST_DOT, DOT_PRECISION)
+        if HAS_BIAS:
+            x += tl.load(p_bih + gate * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
+    else:
+        x = _load_gate(p_x, o_b, s_x, o_h, m, gate, H, ACC)
+    return x
+
+
+@triton.jit
+def _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, gate, H, K,
+                    ACC: tl.constexpr, HAS_BIAS: tl.constexpr, TWO_SOURCES: tl.constexpr,
+                    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Recurrent pre-activation of one gate: h_{t-1} @ W_hh[gate]^T + b_hh[gate]."""
+    r = _matmul_tile(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w + gate * H * s_wr, s_wc, s_wr, o_h, m_h, K,
+                     ACC, BLOCK_B, BLOCK_H, BLOCK_K, TWO_SOURCES, UPCAST_DOT, DOT_PRECISION)
+    if HAS_BIAS:
+        r += tl.load(p_bhh + gate * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
+    return r
+
+
+@triton.jit(do_not_specialize=["B", "B_prev"])
 def _step_fwd_kernel(
-    p_xp, s_xp,          # [B, G*H] input pre-activations of step t (x_t @ W_ih^T + b_ih)
-    p_h_prev, s_hp,      # [B, K]   h_{t-1}
-    p_c_prev,            # [B, H]   c_{t-1}, accumulator dtype, contiguous (LSTM; any acc-dtype tensor otherwise)
-    p_w, s_wr, s_wc,     # [G*H, K] W_hh
-    p_bhh,               # [G*H]    b_hh (HAS_BIAS)
-    p_h, s_h,            # [B, H]   h_t (out)
-    p_c,                 # [B, H]   c_t (out, LSTM), accumulator dtype, contiguous
-    p_save,              # [B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous
-    B, H, K,
+    p_x, s_x,                # [B, G*H] input pre-activations xp_t, or [B, I] inputs x_t (FUSE_INPUT)
+    p_wih, s_wir, s_wic,     # [G*H, I] W_ih (FUSE_INPUT)
+    p_bih,                   # [G*H]    b_ih (FUSE_INPUT and HAS_BIAS)
+    p_h_prev, s_hp,          # [B_prev, K] h_{t-1} of the rows that ran the previous step
+    p_h0, s_h0,              # [B, K]   initial h, read for rows >= B_prev (TWO_SOURCES)
+    p_c_prev, s_cp,          # [B_prev, H] c_{t-1} (LSTM)
+    p_c0, s_c0,              # [B, H]   initial c, read for rows >= B_prev (LSTM, TWO_SOURCES)
+    p_w, s_wr, s_wc,         # [G*H, K] W_hh
+    p_bhh,                   # [G*H]    b_hh (HAS_BIAS)
+    p_h, s_h,                # [B, H]   h_t (out; before the projection, if any)
+    p_c,                     # [B, H]   c_t (out, LSTM), contiguous
+    p_save,                  # [B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous; an
+                             #          accumulator-dtype tensor in any case: it sets the accumulator dtype
+    B, B_prev, H, K, I,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr,
+    FUSE_INPUT: tl.constexpr, TWO_SOURCES: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    ACC: tl.constexpr = p_c_prev.dtype.element_ty  # fp32, or fp64 for fp64 tensors
+    ACC: tl.constexpr = p_save.dtype.element_ty  # fp32, or fp64 for fp64 tensors
     i_b = tl.program_id(0)
     i_h = tl.program_id(1)
     o_b = (i_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
@@ -82,47 +137,38 @@ def _step_fwd_kernel(
     m_h = o_h < H
     m = m_b[:, None] & m_h[None, :]
 
-    # Recurrent pre-activations, one matmul tile per gate: rows k*H + o_h of W_hh.
-    r0 = _matmul_tile(p_h_prev, s_hp, o_b, m_b, p_w, s_wc, s_wr, o_h, m_h, K,
-                      ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    r0 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 0, H, K,
+                         ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    x0 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 0, H, I,
+                     ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     r1 = tl.zeros_like(r0)
     r2 = tl.zeros_like(r0)
     r3 = tl.zeros_like(r0)
-    if G > 1:
-        r1 = _matmul_tile(p_h_prev, s_hp, o_b, m_b, p_w + H * s_wr, s_wc, s_wr, o_h, m_h, K,
-                          ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    if G > 2:
-        r2 = _matmul_tile(p_h_prev, s_hp, o_b, m_b, p_w + 2 * H * s_wr, s_wc, s_wr, o_h, m_h, K,
-                          ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    if G > 3:
-        r3 = _matmul_tile(p_h_prev, s_hp, o_b, m_b, p_w + 3 * H * s_wr, s_wc, s_wr, o_h, m_h, K,
-                          ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    if HAS_BIAS:
-        r0 += tl.load(p_bhh + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
-        if G > 1:
-            r1 += tl.load(p_bhh + H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
-        if G > 2:
-            r2 += tl.load(p_bhh + 2 * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
-        if G > 3:
-            r3 += tl.load(p_bhh + 3 * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
-
-    x0 = _load_gate(p_xp, o_b, s_xp, o_h, m, 0, H, ACC)
     x1 = tl.zeros_like(r0)
     x2 = tl.zeros_like(r0)
     x3 = tl.zeros_like(r0)
     if G > 1:
-        x1 = _load_gate(p_xp, o_b, s_xp, o_h, m, 1, H, ACC)
+        r1 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 1, H, K,
+                             ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+        x1 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 1, H, I,
+                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     if G > 2:
-        x2 = _load_gate(p_xp, o_b, s_xp, o_h, m, 2, H, ACC)
+        r2 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 2, H, K,
+                             ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+        x2 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 2, H, I,
+                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     if G > 3:
-        x3 = _load_gate(p_xp, o_b, s_xp, o_h, m, 3, H, ACC)
+        r3 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 3, H, K,
+                             ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+        x3 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 3, H, I,
+                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
 
     h_prev = tl.zeros_like(r0)
     c_prev = tl.zeros_like(r0)
     if CELL == CELL_GRU:
-        h_prev = _load_gate(p_h_prev, o_b, s_hp, o_h, m, 0, H, ACC)
+        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
     if CELL == CELL_LSTM:
-        c_prev = _load_gate(p_c_prev, o_b, H, o_h, m, 0, H, ACC)
+        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
 
     h, c, s0, s1, s2, s3 = cell_fwd(CELL, x0, x1, x2, x3, r0, r1, r2, r3, h_prev, c_prev)
 
@@ -137,21 +183,23 @@ def _step_fwd_kernel(
             _store_gate(p_save, o_b, NS * H, o_h, m, 3, H, s3)
 
 
-@triton.jit(do_not_specialize=["B"])
+@triton.jit(do_not_specialize=["B", "B_next", "B_prev"])
 def _step_bwd_kernel(
-    p_dhp_next, s_dn,    # [B, G*H] dHp_{t+1}, gradient of step t+1's recurrent pre-activations (HAS_NEXT)
-    p_w, s_wr, s_wc,     # [G*H, K] W_hh
-    p_dy, s_dy,          # [B, H]   dL/dy_t from the layer's output
-    p_dh, p_dc,          # [B, H]   carries dL/dh_t, dL/dc_t (pointwise parts), updated in place to t-1;
-                         #          accumulator dtype, contiguous
-    p_save,              # [B, NS*H] activations saved by the forward of step t
-    p_c_prev, p_c,       # [B, H]   c_{t-1}, c_t (LSTM), accumulator dtype, contiguous
-    p_h_prev, s_hp,      # [B, K]   h_{t-1} (GRU)
-    p_dhp, s_dhp,        # [B, G*H] dHp_t (out)
-    p_dxp, s_dxp,        # [B, G*H] dXp_t (out, SPLIT_DX: GRU only; otherwise dXp_t = dHp_t)
-    B, H, K,
+    p_dhp_next, s_dn,        # [B_next, G*H] dHp_{t+1}, gradient of the next step's recurrent pre-activations
+    p_w, s_wr, s_wc,         # [G*H, K] W_hh
+    p_dy, s_dy,              # [B, H]   dL/dh_t from the layer's output (and, with a projection, through it)
+    p_dh, p_dc,              # [B, H]   carries dL/dh_t, dL/dc_t (pointwise parts), updated in place to t-1;
+                             #          accumulator dtype, contiguous
+    p_save,                  # [B, NS*H] activations saved by the forward of step t
+    p_c, p_c_prev, s_cp,     # [B, H]   c_t (contiguous) and c_{t-1} of rows < B_prev (LSTM)
+    p_c0, s_c0,              # [B, H]   initial c, for rows >= B_prev (LSTM, TWO_SOURCES)
+    p_h_prev, s_hp,          # [B_prev, K] h_{t-1} (GRU)
+    p_h0, s_h0,              # [B, K]   initial h, for rows >= B_prev (GRU, TWO_SOURCES)
+    p_dhp, s_dhp,            # [B, G*H] dHp_t (out)
+    p_dxp, s_dxp,            # [B, G*H] dXp_t (out, SPLIT_DX: GRU only; otherwise dXp_t = dHp_t)
+    B, B_next, B_prev, H, K,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_NEXT: tl.constexpr, SPLIT_DX: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    TWO_SOURCES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_dh.dtype.element_ty  # fp32, or fp64 for fp64 tensors
@@ -165,8 +213,8 @@ def _step_bwd_kernel(
 
     dh = _load_gate(p_dh, o_b, H, o_h, m, 0, H, ACC) + _load_gate(p_dy, o_b, s_dy, o_h, m, 0, H, ACC)
     if HAS_NEXT:
-        dh += _matmul_tile(p_dhp_next, s_dn, o_b, m_b, p_w, s_wr, s_wc, o_h, m_h, G * H,
-                           ACC, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+        dh += _matmul_tile(p_dhp_next, s_dn, p_dhp_next, s_dn, 0, o_b, o_b < B_next, p_w, s_wr, s_wc, o_h, m_h,
+                           G * H, ACC, BLOCK_B, BLOCK_H, BLOCK_K, False, UPCAST_DOT, DOT_PRECISION)
 
     s0 = _load_gate(p_save, o_b, NS * H, o_h, m, 0, H, ACC)
     s1 = tl.zeros_like(dh)
@@ -182,10 +230,10 @@ def _step_bwd_kernel(
     h_prev = tl.zeros_like(dh)
     if CELL == CELL_LSTM:
         dc = _load_gate(p_dc, o_b, H, o_h, m, 0, H, ACC)
-        c_prev = _load_gate(p_c_prev, o_b, H, o_h, m, 0, H, ACC)
         c = _load_gate(p_c, o_b, H, o_h, m, 0, H, ACC)
+        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
     if CELL == CELL_GRU:
-        h_prev = _load_gate(p_h_prev, o_b, s_hp, o_h, m, 0, H, ACC)
+        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
 
     d0, d1, d2, d3, dr2, dh_prev, dc_prev = cell_bwd(CELL, dh, dc, s0, s1, s2, s3, h_prev, c_prev, c)
 

@@ -345,29 +345,32 @@ def test_zero_batch(cell, name, batch_first, with_hx, monkeypatch):
 
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_packed_sequence(cell, name):
-    """PackedSequence runs in torch.nn; fusedrnn refuses it clearly (coming in a later issue)."""
+def test_packed_sequence_bad_hidden(cell, name):
+    """PackedSequence input: hx whose batch is not the packed batch fails as in torch.nn (after permutation).
+
+    torch.nn.LSTM does not validate hx for packed input (GRU and RNN do): the error comes from inside aten
+    ("The size of tensor a ..."), so for LSTM only the type is matched and fusedrnn gives the validation
+    message torch.nn gives everywhere else."""
     ref, fused = make_pair(cell, I, H)
     packed = pack_padded_sequence(torch.randn(T, B, I), [T, T - 1])
-    ref(packed)  # valid for torch.nn
+    bad = torch.zeros(1, B + 1, H)
+    hx = (bad, bad) if cell == "lstm" else bad
     with backend(name):
-        with pytest.raises(NotImplementedError, match="PackedSequence input is not supported") as info:
-            fused(packed)
-        assert "pad_packed_sequence" in str(info.value)
-        assert f"torch.nn.{type(ref).__name__}" in str(info.value)
+        exc, fused_exc = assert_same_error(lambda: ref(packed, hx), lambda: fused(packed, hx),
+                                           match_message=cell != "lstm")
+        if cell == "lstm":
+            assert "Expected hidden[0] size" in str(fused_exc)
         assert_still_works(ref, fused, name)
 
 
 def test_lstm_proj_size():
-    """LSTM(proj_size > 0) builds in torch.nn; fusedrnn refuses it clearly (coming in a later issue)."""
-    torch.nn.LSTM(I, H, proj_size=2)
-    with pytest.raises(NotImplementedError, match=r"proj_size > 0") as info:
-        fusedrnn.LSTM(I, H, proj_size=2)
-    assert "torch.nn.LSTM" in str(info.value)
-    fusedrnn.LSTM(I, H, proj_size=0)  # 0 is the default: no projection, accepted
-    # Invalid values fail as in torch.nn, before the "not supported" error.
+    """Invalid proj_size values and hidden states of the wrong width fail as in torch.nn."""
     for bad in (-1, H):
         assert_same_error(lambda: torch.nn.LSTM(I, H, proj_size=bad), lambda: fusedrnn.LSTM(I, H, proj_size=bad))
+    ref, fused = make_pair("lstm", I, H, proj_size=2)
+    x = torch.randn(T, B, I)
+    for h0, c0 in [(torch.zeros(1, B, H), torch.zeros(1, B, H)), (torch.zeros(1, B, 2), torch.zeros(1, B, 2))]:
+        assert_same_error(lambda: ref(x, (h0, c0)), lambda: fused(x, (h0, c0)))
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn_tanh", "rnn_relu"])
