@@ -8,6 +8,7 @@ TRITON_INTERPRET=1, also picks the Triton kernels). Shapes are tiny: the interpr
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import pytest
 import torch
@@ -392,3 +393,39 @@ def test_rnn_bad_nonlinearity():
     weights = list(ref._flat_weights)
     assert_same_error(lambda: torch.nn.RNN(I, H, nonlinearity="sigmoid"),
                       lambda: fusedrnn.fused_rnn(torch.randn(T, B, I), None, weights, nonlinearity="sigmoid"))
+
+
+CONSTRUCTOR_CASES = [
+    ((I, H), dict(dropout=1.5)), ((I, H), dict(dropout=-0.1)), ((I, H), dict(dropout="a")),
+    ((I, H), dict(dropout=True)), ((I, H), dict(dropout=None)), ((I, 4.0), {}), ((I, 0), {}), ((I, -2), {}),
+    ((4.0, H), {}), ((0, H), {}), ((I, H), dict(num_layers=0)), ((I, H), dict(num_layers=-1)),
+    ((I, H), dict(bias=1)), ((I, H), dict(batch_first="yes")), ((I, H, 1, True, False, 0.0, False, 0, None, None, 1), {}),
+]
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("case", range(len(CONSTRUCTOR_CASES)))
+def test_constructor_validation(name, case):
+    """Bad constructor arguments raise torch.nn's exception, message included (warnings too)."""
+    args, kwargs = CONSTRUCTOR_CASES[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_same_error(lambda: getattr(torch.nn, name)(*args, **kwargs),
+                          lambda: getattr(fusedrnn, name)(*args, **kwargs))
+
+
+@pytest.mark.parametrize("cls", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_constructor_validation(cls):
+    for args, kwargs in [((I, -1), {}), ((I, H), {"device": "nope"})]:
+        assert_same_error(lambda: getattr(torch.nn, cls)(*args, **kwargs),
+                          lambda: getattr(fusedrnn, cls)(*args, **kwargs))
+    assert_same_error(lambda: torch.nn.RNNCell(I, H, nonlinearity="x")(torch.randn(2, I)),
+                      lambda: fusedrnn.RNNCell(I, H, nonlinearity="x")(torch.randn(2, I)))
+
+
+def test_dropout_warning_matches_torch():
+    with pytest.warns(UserWarning) as ref:
+        torch.nn.LSTM(I, H, dropout=0.5)
+    with pytest.warns(UserWarning) as fused:
+        fusedrnn.LSTM(I, H, dropout=0.5)
+    assert [str(w.message) for w in ref] == [str(w.message) for w in fused]
