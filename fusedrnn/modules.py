@@ -229,6 +229,17 @@ def _cell_input(name: str, input: Tensor, hx, n_states: int):
     return input, is_batched
 
 
+def _single_state_cell(cell: nn.Module, name: str, input: Tensor, hx: Tensor | None, fn, **kwargs) -> Tensor:
+    """GRUCell's and RNNCell's forward: torch's input handling around one fused step ``fn``."""
+    input, is_batched = _cell_input(name, input, hx, 1)
+    if hx is None:
+        hx = torch.zeros(input.size(0), cell.hidden_size, dtype=input.dtype, device=input.device)
+    else:
+        hx = hx.unsqueeze(0) if not is_batched else hx
+    h = fn(input, hx, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, **kwargs)
+    return h if is_batched else h.squeeze(0)
+
+
 class LSTMCell(nn.LSTMCell):
     r"""Drop-in for :class:`torch.nn.LSTMCell`: one fused launch per call (a decode step).
 
@@ -253,13 +264,7 @@ class GRUCell(nn.GRUCell):
     """
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        input, is_batched = _cell_input("GRUCell", input, hx, 1)
-        if hx is None:
-            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
-        else:
-            hx = hx.unsqueeze(0) if not is_batched else hx
-        h = functional.fused_gru_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        return h if is_batched else h.squeeze(0)
+        return _single_state_cell(self, "GRUCell", input, hx, functional.fused_gru_cell)
 
 
 class RNNCell(nn.RNNCell):
@@ -270,11 +275,5 @@ class RNNCell(nn.RNNCell):
     """
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        input, is_batched = _cell_input("RNNCell", input, hx, 1)
-        if hx is None:
-            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
-        else:
-            hx = hx.unsqueeze(0) if not is_batched else hx
-        h = functional.fused_rnn_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                                      nonlinearity=self.nonlinearity)
-        return h if is_batched else h.squeeze(0)
+        return _single_state_cell(self, "RNNCell", input, hx, functional.fused_rnn_cell,
+                                  nonlinearity=self.nonlinearity)

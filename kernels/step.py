@@ -69,6 +69,16 @@ def _matmul_tile(p_a, s_a, p_a2, s_a2, split, o_m, m_m, p_b, s_bk, s_bn, o_n, m_
 
 
 @triton.jit
+def _tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """This program's batch rows (int64: B*T*G*H may pass 2**31) and hidden units, with their masks."""
+    o_b = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    o_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_b = o_b < B
+    m_h = o_h < H
+    return o_b, o_h, m_b, m_h, m_b[:, None] & m_h[None, :]
+
+
+@triton.jit
 def _load_gate(p, o_rows, s_row, o_h, m, gate, H, ACC: tl.constexpr):
     return tl.load(p + o_rows[:, None] * s_row + gate * H + o_h[None, :], mask=m, other=0.0).to(ACC)
 
@@ -129,13 +139,7 @@ def _step_fwd_kernel(
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_save.dtype.element_ty  # fp32, or fp64 for fp64 tensors
-    i_b = tl.program_id(0)
-    i_h = tl.program_id(1)
-    o_b = (i_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    o_h = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    m_b = o_b < B
-    m_h = o_h < H
-    m = m_b[:, None] & m_h[None, :]
+    o_b, o_h, m_b, m_h, m = _tile(B, H, BLOCK_B, BLOCK_H)
 
     r0 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 0, H, K,
                          ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
@@ -203,13 +207,7 @@ def _step_bwd_kernel(
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_dh.dtype.element_ty  # fp32, or fp64 for fp64 tensors
-    i_b = tl.program_id(0)
-    i_h = tl.program_id(1)
-    o_b = (i_b * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    o_h = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    m_b = o_b < B
-    m_h = o_h < H
-    m = m_b[:, None] & m_h[None, :]
+    o_b, o_h, m_b, m_h, m = _tile(B, H, BLOCK_B, BLOCK_H)
 
     dh = _load_gate(p_dh, o_b, H, o_h, m, 0, H, ACC) + _load_gate(p_dy, o_b, s_dy, o_h, m, 0, H, ACC)
     if HAS_NEXT:
