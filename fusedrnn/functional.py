@@ -20,6 +20,7 @@ fusedrnn.dispatch.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -93,6 +94,40 @@ def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Ten
         raise RuntimeError("batch_sizes must be non-increasing, as a PackedSequence's are")
 
 
+def _autocast(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Tensor], *, packed: bool = False,
+              proj: bool = False, step: bool = False):
+    """torch.autocast's RNN policy, on the Triton path only (the aten path applies torch's own).
+
+    Casts the floating, non-fp64 tensors to the autocast dtype (what the lower-precision policy of
+    ``_cudnn_rnn``, the ``*_cell`` ops and CPU's ``mkldnn_rnn_layer`` does) and returns
+    ``(input, hx, weights, amp)`` with ``amp = (device type, dtype of output and h, dtype of c)``, or None
+    when autocast is off. On CPU, where torch runs GRU, the Cells and packed or projected LSTMs as matmuls in
+    the low dtype with the state kept by type promotion, h (GRU) and c (LSTM; h too unless projected)
+    come back in ``promote_types(low, state dtype)``, as torch's do.
+    """
+    dev = input.device.type
+    if dev not in ("cuda", "cpu") or not torch.is_autocast_enabled(dev) or dispatch.select(input.device) != "triton":
+        return input, hx, weights, None
+    low = torch.get_autocast_dtype(dev)
+    h_dtype = c_dtype = low
+    if dev == "cpu":
+        kept = torch.promote_types(low, hx[-1].dtype)
+        if cell == "gru":
+            h_dtype = c_dtype = kept
+        elif cell == "lstm" and (step or packed or proj):
+            c_dtype = kept
+            h_dtype = low if proj else kept
+
+    def cast(t):
+        return t.to(low) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+
+    return cast(input), [cast(h) for h in hx], [cast(w) for w in weights], (dev, h_dtype, c_dtype)
+
+
+def _no_autocast(amp):
+    return torch.autocast(amp[0], enabled=False) if amp else contextlib.nullcontext()
+
+
 def _run(cell: str, input: Tensor, hx: list[Tensor], weights: Sequence[Tensor], bias: bool, num_layers: int,
          dropout: float, training: bool, bidirectional: bool, batch_first: bool, proj_size: int,
          batch_sizes: Tensor | None):
@@ -155,6 +190,7 @@ def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequenc
     if hx is None:
         hx = (_zeros_hx(input, weights, 4, num_layers, bidirectional, batch_first, batch_sizes, proj_size or None),
               _zeros_hx(input, weights, 4, num_layers, bidirectional, batch_first, batch_sizes))
+    input, hx, weights, amp = _autocast("lstm", input, hx, weights, packed=batch_sizes is not None, proj=proj_size > 0)
     _check("lstm", input, hx, weights, num_layers, bias, bidirectional, batch_first, dropout, proj_size, batch_sizes)
     if dispatch.select(input.device) == "aten":
         if batch_sizes is not None:
@@ -164,8 +200,11 @@ def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequenc
             out, h, c = torch.lstm(input, tuple(hx), list(weights), bias, num_layers, dropout, training,
                                    bidirectional, batch_first)
         return out, (h, c)
-    out, (h, c) = _run("lstm", input, list(hx), weights, bias, num_layers, dropout, training, bidirectional,
-                       batch_first, proj_size, batch_sizes)
+    with _no_autocast(amp):
+        out, (h, c) = _run("lstm", input, list(hx), weights, bias, num_layers, dropout, training, bidirectional,
+                           batch_first, proj_size, batch_sizes)
+    if amp:
+        out, h, c = out.to(amp[1]), h.to(amp[1]), c.to(amp[2])
     return out, (h, c)
 
 
@@ -173,15 +212,17 @@ def _single_state(cell: str, input, hx, weights, bias, num_layers, dropout, trai
                   batch_sizes):
     if hx is None:
         hx = _zeros_hx(input, weights, GATES[cell], num_layers, bidirectional, batch_first, batch_sizes)
+    input, (hx,), weights, amp = _autocast(cell, input, [hx], weights)
     _check(cell, input, [hx], weights, num_layers, bias, bidirectional, batch_first, dropout, 0, batch_sizes)
     if dispatch.select(input.device) == "aten":
         fn = {"gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}[cell]
         if batch_sizes is not None:
             return fn(input, batch_sizes, hx, list(weights), bias, num_layers, dropout, training, bidirectional)
         return fn(input, hx, list(weights), bias, num_layers, dropout, training, bidirectional, batch_first)
-    out, (h,) = _run(cell, input, [hx], weights, bias, num_layers, dropout, training, bidirectional, batch_first, 0,
-                     batch_sizes)
-    return out, h
+    with _no_autocast(amp):
+        out, (h,) = _run(cell, input, [hx], weights, bias, num_layers, dropout, training, bidirectional, batch_first,
+                         0, batch_sizes)
+    return (out.to(amp[1]), h.to(amp[1])) if amp else (out, h)
 
 
 def fused_gru(input: Tensor, hx: Tensor | None, weights: Sequence[Tensor], *, bias: bool = True, num_layers: int = 1,
@@ -241,6 +282,7 @@ def _short(dtype: torch.dtype) -> str:
 
 def _cell(cell: str, input: Tensor, hx: list[Tensor], w_ih, w_hh, b_ih, b_hh):
     """One step; input [B, I], hx [h] or [h, c] each [B, H]. Returns [h'] or [h', c']."""
+    input, hx, (w_ih, w_hh, b_ih, b_hh), amp = _autocast(cell, input, hx, (w_ih, w_hh, b_ih, b_hh), step=True)
     biases = [b for b in (b_ih, b_hh) if b is not None]
     _check_cell(input, hx, w_ih, w_hh, biases)
     if dispatch.select(input.device) == "aten":
@@ -252,7 +294,10 @@ def _cell(cell: str, input: Tensor, hx: list[Tensor], w_ih, w_hh, b_ih, b_hh):
         raise TypeError(f"fusedrnn supports {', '.join(str(d) for d in SUPPORTED_DTYPES)} tensors, "
                         f"got {input.dtype}")
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (input, *hx, w_ih, w_hh, *biases))
-    h, c, _ = ops.STEP_OPS[cell](input, hx[0], hx[1] if cell == "lstm" else None, w_ih, w_hh, b_ih, b_hh, save)
+    with _no_autocast(amp):
+        h, c, _ = ops.STEP_OPS[cell](input, hx[0], hx[1] if cell == "lstm" else None, w_ih, w_hh, b_ih, b_hh, save)
+    if amp:
+        h, c = h.to(amp[1]), c.to(amp[2])
     return [h, c] if cell == "lstm" else [h]
 
 
