@@ -1,8 +1,20 @@
-"""Kernel configurations for fusedrnn (installed as ``fusedrnn.autotune``).
+"""Kernel configurations of fusedrnn (installed as ``fusedrnn.autotune``): chosen per GPU and shape, tuned, kept.
 
-For now this holds the default heuristic; the tuning run, the search space and the on-disk cache build on it.
+- ``step_config(kernel, cell, dtype, device, H, K, B, I=0)``: what a launch uses. Lookup order: the user cache,
+  then the tables shipped in the package, then the heuristic ``default_step_config`` (runtime.py).
+- ``set_policy("tune-on-first-use")`` or ``FUSEDRNN_AUTOTUNE=1``: tune a key the first time it is used (off by
+  default: no launch pauses to tune).
+- ``python -m fusedrnn.autotune``: the tuning CLI (cli.py): presets or explicit shapes, progress bar, gain over the
+  heuristic, results written to the cache (``FUSEDRNN_CACHE_DIR`` overrides its directory).
+- spaces.py: the search space per kernel variant and its pruning by shared memory and registers; keys.py: what a
+  key holds (never the sequence length; batches by bucket); cache.py: the JSON files; tuner.py: the timing.
+
+Nothing here reads a file, the environment or a device at import time, and importing it does not import torch.
 """
 
+from .keys import Key, make_key
+from .runtime import POLICIES, forced, get_policy, lookup, reset, set_policy, step_config
 from .spaces import StepConfig, default_step_config
 
-__all__ = ["StepConfig", "default_step_config"]
+__all__ = ["StepConfig", "default_step_config", "step_config", "lookup", "set_policy", "get_policy", "POLICIES",
+           "forced", "reset", "Key", "make_key"]

@@ -1,39 +1,115 @@
-"""Block sizes and launch settings of the step kernels.
+"""Launch configurations of the recurrence kernels: the heuristic, the search space, and its pruning.
 
-Keys are what the best configuration depends on: device type, hidden size, width of the recurrent
-input, gates and dtype, and the batch only through a bucket. Never the sequence length.
+Legend: B batch (a bucket's representative), H hidden, K width of the recurrent matmul (P forward, G*H
+backward), I input width reduced inside the kernel (the layer's input size when the input projection is fused
+into a single step, else 0), G gates, NS saved activations per hidden unit.
+
+A kernel *variant* is one implementation of a launcher kernel ("step_fwd", "step_bwd"): today only "step"
+(one launch per timestep). Persistent kernels join as entries of ``VARIANTS``: a name, the kernels they
+implement, a candidate generator and a resource model; the tuner and the cache need nothing else, and the
+launcher dispatches on ``StepConfig.variant``.
+
+Resource model (estimates, before anything is compiled; ``step_resources``)
+--------------------------------------------------------------------------
+Shared memory, bytes per program: the operand tiles of ``tl.dot`` staged through shared memory, one copy per
+pipeline stage, plus the accumulator tile once for the layout conversion of the epilogue::
+
+    smem = max(num_stages, 1) * (BLOCK_B*BLOCK_K + BLOCK_K*BLOCK_H) * itemsize + BLOCK_B*BLOCK_H*acc_bytes
+
+The gate matmuls run one after another and reuse the same buffers, so G does not enter. This is an upper
+bound: Triton allocates at most num_stages copies (num_stages - 1 on the mma.sync path).
+
+Registers, 32-bit per thread: the fp32 (fp64: 2 registers) tiles live at the cell's pointwise update, spread
+over the program's 32*num_warps threads, plus a fixed part for pointers, offsets, masks and loop state::
+
+    regs = ceil(live_tiles * BLOCK_B*BLOCK_H * acc_words / (32*num_warps)) + REG_BASE
+    live_tiles: forward 2G + 1 (G recurrent accumulators, G input pre-activations, c or h of the previous step);
+                backward 1 + NS + (3 LSTM: dc, c_{t-1}, c_t | 1 GRU: h_{t-1} | 0 RNN)
+
+This is close to a lower bound (the compiler needs more for the dot operands and the math), so what it prunes
+spills; survivors can still spill a little and are then simply slow in the timing.
+
+A candidate is pruned when ``smem > smem_per_block`` (Triton raises OutOfResources at launch),
+``regs > regs_per_thread`` (255 on NVIDIA: the rest spills to local memory) or ``regs * threads > regs_per_sm``
+(the block cannot be resident), and on a GPU when a block dimension is below ``min_dot`` (tl.dot needs >= 16 on
+each of BLOCK_B, BLOCK_H, BLOCK_K). Shape rules prune what cannot help: tiles larger than the problem (rounded
+up to a power of two), more threads than a quarter of the tile's elements, more stages than K iterations.
+
+Calibration (71 random candidates of the default space, H=512, B=128, lstm/gru/rnn_tanh x fp16/fp32/fp64, fwd and
+bwd, compiled for sm_90a without a GPU by Triton 3.9, as ``bench/resources.py`` does; shared memory from the
+kernel's metadata, registers and spills from ``ptxas -v``): the shared-memory estimate was at or above the
+compiler's for all 71 (1.1x to 3.3x). The register estimate pruned 18, of which 17 spill (255 registers and
+36 B to 140 KB of spills) and one does not (estimated 256, compiled to 245); of the 53 kept, 7 spill, six of them
+under 1 KB.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Callable, Iterable
 
 import triton
+
+KERNELS = ("step_fwd", "step_bwd")
+#: cell -> (G gates, NS saved activations per hidden unit); the same numbers as fusedrnn.launch.CELLS, kept here so
+#: that this module imports neither torch nor the launcher.
+CELL_SHAPES = {"lstm": (4, 4), "gru": (3, 4), "rnn_tanh": (1, 1), "rnn_relu": (1, 1)}
+#: dtype name (as in keys) -> (bytes per tensor element, bytes per accumulator element).
+DTYPE_BYTES = {"float16": (2, 4), "bfloat16": (2, 4), "float32": (4, 4), "float32-tf32": (4, 4),
+               "float64": (8, 8)}
 
 
 @dataclass(frozen=True)
 class StepConfig:
-    """Launch settings shared by the forward and backward step kernels."""
+    """Launch settings of a recurrence kernel: block sizes, warps, pipeline stages and the kernel variant."""
 
     BLOCK_B: int
     BLOCK_H: int
     BLOCK_K: int
     num_warps: int = 4
     num_stages: int = 2
+    variant: str = "step"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepConfig":
+        """Inverse of ``to_dict``; raises ValueError on missing, unknown or ill-typed fields."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config must be an object, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}")
+        cfg = cls(**d)
+        for f in fields(cls)[:5]:
+            v = getattr(cfg, f.name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v > 4096:
+                raise ValueError(f"config field {f.name}={v!r} is not a positive integer")
+        if not isinstance(cfg.variant, str):
+            raise ValueError(f"config variant {cfg.variant!r} is not a string")
+        return cfg
+
+    def short(self) -> str:
+        return (f"{self.variant} {self.BLOCK_B}x{self.BLOCK_H}x{self.BLOCK_K} w{self.num_warps} "
+                f"s{self.num_stages}")
 
 
 def batch_bucket(batch: int) -> int:
-    """The power of two at or above ``batch``, capped at 64: the only way the batch enters a key."""
+    """The power of two at or above ``batch``, capped at 64: how the heuristic sizes its batch tile."""
     return min(triton.next_power_of_2(max(batch, 1)), 64)
 
 
 def default_step_config(device_type: str, hidden: int, width: int, batch: int, itemsize: int = 2) -> StepConfig:
-    """Heuristic configuration for a step kernel.
+    """Heuristic configuration for a step kernel: what runs when no tuned entry exists.
 
     Args:
         device_type: ``"cuda"`` for compiled kernels, anything else for the Triton interpreter.
         hidden: H, hidden units per gate.
-        width: K, the reduction width of the recurrent matmul (H forward, G*H backward).
+        width: K, the reduction width of the recurrent matmul (P forward, G*H backward).
         batch: B.
         itemsize: bytes per element of the tensors (8 for fp64).
     """
@@ -52,3 +128,257 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int, i
     # `python -m bench.resources`); on 8 warps it does not.
     num_warps = 8 if itemsize == 8 and block_b * block_h >= 2048 else 4
     return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=num_warps, num_stages=2)
+
+
+# ---- the problem a configuration is chosen for -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One tuning problem: a kernel of a cell on one shape (B is the batch bucket's representative)."""
+
+    kernel: str  # "step_fwd" | "step_bwd"
+    cell: str
+    dtype: str  # key dtype name, e.g. "float16", "float32-tf32"
+    H: int
+    K: int
+    B: int
+    I: int = 0  # noqa: E741 - the legend's name
+
+    def __post_init__(self):
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if self.cell not in CELL_SHAPES:
+            raise ValueError(f"cell must be one of {tuple(CELL_SHAPES)}, got {self.cell!r}")
+        if self.dtype not in DTYPE_BYTES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPE_BYTES)}, got {self.dtype!r}")
+
+    @property
+    def gates(self) -> int:
+        return CELL_SHAPES[self.cell][0]
+
+    @property
+    def saved(self) -> int:
+        return CELL_SHAPES[self.cell][1]
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPE_BYTES[self.dtype][0]
+
+    @property
+    def acc_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype][1]
+
+    @property
+    def width(self) -> int:
+        """The longest reduction inside the kernel: K, or I when the input projection is fused."""
+        return max(self.K, self.I)
+
+    def heuristic(self, device_type: str = "cuda") -> StepConfig:
+        return default_step_config(device_type, self.H, self.K, self.B, self.itemsize)
+
+
+# ---- what a GPU can hold -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuLimits:
+    """Per-GPU resource limits the candidates are pruned against."""
+
+    name: str
+    smem_per_block: int  # bytes one block may request (the opt-in maximum; what Triton checks at launch)
+    smem_per_sm: int
+    regs_per_sm: int = 65536
+    regs_per_thread: int = 255
+    threads_per_block: int = 1024
+    sms: int = 132
+    min_dot: int = 16  # tl.dot's minimum block dimension (0: none, under the interpreter)
+
+
+#: Known GPUs by a substring of their name (torch.cuda.get_device_name). H100 and H200: 228 KB shared memory per
+#: SM of which 227 KB per block, 64K registers per SM, 255 per thread.
+KNOWN_GPUS = {
+    "H100": GpuLimits("NVIDIA H100 80GB HBM3", smem_per_block=227 * 1024, smem_per_sm=228 * 1024, sms=132),
+    "H200": GpuLimits("NVIDIA H200", smem_per_block=227 * 1024, smem_per_sm=228 * 1024, sms=132),
+    "A100": GpuLimits("NVIDIA A100-SXM4-80GB", smem_per_block=163 * 1024, smem_per_sm=164 * 1024, sms=108),
+}
+#: The Triton interpreter: no shared memory, register or dot-size limits.
+INTERPRETER = GpuLimits("cpu-interpreter", smem_per_block=1 << 40, smem_per_sm=1 << 40, regs_per_sm=1 << 40,
+                        regs_per_thread=1 << 20, threads_per_block=1 << 20, sms=1, min_dot=0)
+
+
+def known_limits(name: str) -> GpuLimits | None:
+    """Limits of a GPU from the KNOWN_GPUS table, by tag ("H100") or (a substring of) its name; None if unknown."""
+    if name.upper() in KNOWN_GPUS:
+        return KNOWN_GPUS[name.upper()]
+    for tag, lim in KNOWN_GPUS.items():
+        if tag.lower() in name.lower():
+            return replace(lim, name=name)
+    return None
+
+
+def device_limits(device) -> GpuLimits:
+    """Limits of a torch device: read from the CUDA device properties, the interpreter's for anything else."""
+    if getattr(device, "type", device) != "cuda":
+        return INTERPRETER
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    known = known_limits(props.name)
+    smem_block = getattr(props, "shared_memory_per_block_optin", None) or (known.smem_per_block if known else None)
+    smem_sm = getattr(props, "shared_memory_per_multiprocessor", None) or (known.smem_per_sm if known else None)
+    if smem_block is None:  # an old torch and an unknown GPU: the sm_80 opt-in limit is a safe floor
+        smem_block, smem_sm = 163 * 1024, 164 * 1024
+    return GpuLimits(name=props.name, smem_per_block=int(smem_block), smem_per_sm=int(smem_sm or smem_block),
+                     regs_per_sm=int(getattr(props, "regs_per_multiprocessor", 0) or 65536),
+                     sms=int(props.multi_processor_count))
+
+
+# ---- resource model ----------------------------------------------------------------------------------------
+
+REG_BASE = 32  # registers for pointers, offsets, masks and loop state
+
+
+@dataclass(frozen=True)
+class Resources:
+    smem: int  # bytes per program
+    regs: int  # 32-bit registers per thread
+    threads: int
+
+
+def _live_tiles(p: Problem) -> int:
+    if p.kernel == "step_fwd":
+        return 2 * p.gates + 1
+    extra = {"lstm": 3, "gru": 1}.get(p.cell, 0)
+    return 1 + p.saved + extra
+
+
+def step_resources(p: Problem, c: StepConfig) -> Resources:
+    """Estimated shared memory and registers of one program of the step kernel (model in the module doc)."""
+    tiles = c.BLOCK_B * c.BLOCK_K + c.BLOCK_K * c.BLOCK_H
+    smem = max(c.num_stages, 1) * tiles * p.itemsize + c.BLOCK_B * c.BLOCK_H * p.acc_bytes
+    threads = 32 * c.num_warps
+    acc_words = p.acc_bytes // 4
+    regs = math.ceil(_live_tiles(p) * c.BLOCK_B * c.BLOCK_H * acc_words / threads) + REG_BASE
+    return Resources(smem=smem, regs=regs, threads=threads)
+
+
+def resource_violation(res: Resources, limits: GpuLimits) -> str | None:
+    """Why a program with these resources cannot run (or must spill) on the GPU; None if it fits."""
+    if res.smem > limits.smem_per_block:
+        return f"smem {res.smem} B > {limits.smem_per_block} B per block"
+    if res.threads > limits.threads_per_block:
+        return f"{res.threads} threads > {limits.threads_per_block} per block"
+    if res.regs > limits.regs_per_thread:
+        return f"regs {res.regs} > {limits.regs_per_thread} per thread"
+    if res.regs * res.threads > limits.regs_per_sm:
+        return f"regs {res.regs} x {res.threads} threads > {limits.regs_per_sm} per SM"
+    return None
+
+
+# ---- candidates --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepSpace:
+    """The values each parameter of the step variant may take."""
+
+    BLOCK_B: tuple = (16, 32, 64, 128)
+    BLOCK_H: tuple = (16, 32, 64, 128)
+    BLOCK_K: tuple = (32, 64, 128)
+    num_warps: tuple = (2, 4, 8)
+    num_stages: tuple = (1, 2, 3)
+
+
+STEP_SPACE = StepSpace()
+
+
+def _cap(n: int) -> int:
+    return triton.next_power_of_2(max(n, 1))
+
+
+def step_shape_violation(p: Problem, c: StepConfig, limits: GpuLimits) -> str | None:
+    """Why a step configuration is useless or invalid for this problem regardless of resources; None if fine."""
+    if limits.min_dot and min(c.BLOCK_B, c.BLOCK_H, c.BLOCK_K) < limits.min_dot:
+        return f"a block dimension < {limits.min_dot} (tl.dot minimum)"
+    for name, block, n in (("BLOCK_B", c.BLOCK_B, p.B), ("BLOCK_H", c.BLOCK_H, p.H), ("BLOCK_K", c.BLOCK_K, p.width)):
+        if block > max(_cap(n), limits.min_dot):
+            return f"{name}={block} larger than the problem ({n})"
+    if limits.min_dot and 32 * c.num_warps * 4 > c.BLOCK_B * c.BLOCK_H:
+        return "fewer than 4 tile elements per thread"
+    if c.num_stages > max(1, triton.cdiv(p.width, c.BLOCK_K)):
+        return "more stages than K iterations"
+    return None
+
+
+def step_candidates(p: Problem, space: StepSpace = STEP_SPACE) -> Iterable[StepConfig]:
+    for bb, bh, bk, w, s in itertools.product(space.BLOCK_B, space.BLOCK_H, space.BLOCK_K, space.num_warps,
+                                              space.num_stages):
+        yield StepConfig(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=w, num_stages=s, variant="step")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One implementation of launcher kernels, as the tuner and the cache see it."""
+
+    name: str
+    kernels: tuple  # which launcher kernels it implements
+    candidates: Callable[[Problem], Iterable[StepConfig]]
+    resources: Callable[[Problem, StepConfig], Resources]
+    shape_violation: Callable[[Problem, StepConfig, GpuLimits], str | None]
+    #: False for variants that need all programs resident at once (a grid barrier): the interpreter runs
+    #: programs one after another, so they only run on a GPU.
+    interpreter_ok: bool = True
+
+
+VARIANTS: dict[str, Variant] = {
+    "step": Variant("step", KERNELS, step_candidates, step_resources, step_shape_violation),
+}
+
+
+@dataclass
+class Pruned:
+    """Candidates of a problem split into survivors and pruned ones, with the reason of each prune."""
+
+    survivors: list
+    by_shape: list  # (config, reason)
+    by_resources: list  # (config, reason)
+
+    @property
+    def total(self) -> int:
+        return len(self.survivors) + len(self.by_shape) + len(self.by_resources)
+
+
+def prune(p: Problem, configs: Iterable[StepConfig], limits: GpuLimits) -> Pruned:
+    """Split ``configs`` by the shape rules and the resource model of their variant; nothing is compiled."""
+    out = Pruned([], [], [])
+    seen = set()
+    for c in configs:
+        if c in seen:
+            continue
+        seen.add(c)
+        v = VARIANTS.get(c.variant)
+        if v is None or p.kernel not in v.kernels:
+            out.by_shape.append((c, f"variant {c.variant!r} does not implement {p.kernel}"))
+            continue
+        if limits.min_dot == 0 and not v.interpreter_ok:
+            out.by_shape.append((c, "needs a GPU (programs must be resident at once)"))
+            continue
+        why = v.shape_violation(p, c, limits)
+        if why:
+            out.by_shape.append((c, why))
+            continue
+        why = resource_violation(v.resources(p, c), limits)
+        if why:
+            out.by_resources.append((c, why))
+            continue
+        out.survivors.append(c)
+    return out
+
+
+def candidates(p: Problem, limits: GpuLimits, variants: Iterable[str] | None = None) -> Pruned:
+    """Every variant's candidates for ``p``, pruned for ``limits``."""
+    names = list(variants) if variants is not None else list(VARIANTS)
+    configs = itertools.chain.from_iterable(VARIANTS[n].candidates(p) for n in names if p.kernel in VARIANTS[n].kernels)
+    return prune(p, configs, limits)

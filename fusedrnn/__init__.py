@@ -7,6 +7,7 @@ Backend choice (see fusedrnn.dispatch): CUDA tensors run the Triton kernels; CPU
 Triton interpreter with ``TRITON_INTERPRET=1`` and torch's own implementation otherwise.
 """
 
+from .convert import convert, revert
 from .dispatch import get_backend, set_backend, use_backend
 from .functional import fused_gru, fused_gru_cell, fused_lstm, fused_lstm_cell, fused_rnn, fused_rnn_cell
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
@@ -14,5 +15,5 @@ from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 __version__ = "0.1.0"
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "fused_lstm", "fused_gru", "fused_rnn",
-           "fused_lstm_cell", "fused_gru_cell", "fused_rnn_cell", "get_backend", "set_backend",
+           "fused_lstm_cell", "fused_gru_cell", "fused_rnn_cell", "convert", "revert", "get_backend", "set_backend",
            "use_backend", "__version__"]

@@ -75,7 +75,7 @@ def test_gradcheck_float64(cell, layers, bidirectional, fast):
 def test_many_programs_and_k_tiles(cell, config, monkeypatch):
     """Blocks smaller than the problem (B=5, H=6): several programs per step, several K iterations, masked
     tails in every dimension."""
-    monkeypatch.setattr(launch, "default_step_config", lambda *args: config)
+    monkeypatch.setattr(launch, "step_config", lambda *args, **kwargs: config)
     compare(cell, 1, True, False, True, 5, 3, seed=1)
 
 

@@ -1,0 +1,554 @@
+"""Autotuning on the CPU: keys and buckets, pruning by resource limits, the tuner's search (timings faked), the
+tuner through the real launcher (Triton interpreter), the cache files (atomic concurrent writes, corrupt files,
+other versions, lookup order), the runtime policy and the CLI without a GPU."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+
+from fusedrnn import launch
+from fusedrnn.autotune import cache, cli, harness, keys, presets, runtime, spaces, tuner
+from fusedrnn.autotune.cache import CacheWarning
+from fusedrnn.autotune.spaces import INTERPRETER, KNOWN_GPUS, Problem, StepConfig
+
+H100 = KNOWN_GPUS["H100"]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test gets its own empty user cache and shipped-table directory, policy unset, nothing memoized."""
+    monkeypatch.delenv("FUSEDRNN_AUTOTUNE", raising=False)
+    monkeypatch.setenv("FUSEDRNN_CACHE_DIR", str(tmp_path / "cache"))
+    runtime.reset(tables_dir=tmp_path / "tables")
+    yield
+    runtime.reset()
+
+
+def cpu_key(kernel="step_fwd", cell="lstm", H=32, K=32, B=4, I=0, dtype=torch.float32):  # noqa: E741
+    return keys.make_key(kernel, cell, dtype, CPU, H, K, B, I)
+
+
+def entry(cfg: StepConfig, **extra) -> dict:
+    return dict(config=cfg.to_dict(), **extra)
+
+
+def write_doc(path, entries, version=cache.CACHE_VERSION):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": cache.CACHE_FORMAT, "version": version, "entries": entries}))
+
+
+# ---- keys ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch,bucket", [(0, 16), (1, 16), (5, 16), (16, 16), (17, 32), (33, 64), (64, 64),
+                                          (65, 128), (200, 256), (256, 256), (257, 256), (100000, 256)])
+def test_batch_bucket(batch, bucket):
+    assert keys.batch_bucket(batch) == bucket
+
+
+def test_key_fields_and_round_trip():
+    key = cpu_key(B=3)
+    assert [f for f in key.__dataclass_fields__] == ["gpu", "triton", "kernel", "cell", "dtype", "H", "K", "I", "B"]
+    assert key.gpu == "cpu-interpreter" and key.B == 16 and key.dtype == "float32"
+    assert key.triton.count(".") == 1  # major.minor
+    assert keys.Key.parse(str(key)) == key
+    assert cpu_key(B=1) == cpu_key(B=16) != cpu_key(B=17)  # one key per bucket, never per batch size
+    assert cpu_key(I=0) != cpu_key(I=24)  # a fused input projection is another kernel
+    for bad in ("", "a|b", str(key).replace("|H32|", "|X32|"), str(key).replace("triton-", "")):
+        with pytest.raises(ValueError):
+            keys.Key.parse(bad)
+
+
+def test_key_dtype_names():
+    assert keys.dtype_name(torch.bfloat16, "cuda") == "bfloat16"
+    assert keys.dtype_name(torch.float32, "cpu") == "float32"
+    previous = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert keys.dtype_name(torch.float32, "cuda") == "float32-tf32"  # TF32 dots are a different kernel
+        assert keys.dtype_name(torch.float32, "cpu") == "float32"
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert keys.dtype_name(torch.float32, "cuda") == "float32"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+# ---- pruning ------------------------------------------------------------------------------------------------
+
+
+def test_resource_model_prunes_what_cannot_run():
+    p = Problem("step_fwd", "lstm", "float32", 512, 512, 128)
+    huge_smem = StepConfig(128, 128, 128, 8, 3)  # 3 x (128x128 + 128x128) x 4 B = 384 KB > 227 KB
+    huge_regs = StepConfig(128, 128, 32, 2, 1)  # 9 fp32 tiles of 128x128 over 64 threads
+    fits = StepConfig(16, 32, 64, 4, 2)
+    assert spaces.step_resources(p, huge_smem).smem > H100.smem_per_block
+    assert spaces.step_resources(p, huge_regs).regs > H100.regs_per_thread
+    pr = spaces.prune(p, [huge_smem, huge_regs, fits], H100)
+    assert pr.survivors == [fits]
+    reasons = dict(pr.by_resources)
+    assert "smem" in reasons[huge_smem] and "regs" in reasons[huge_regs]
+    for c in spaces.candidates(p, H100).survivors:  # every survivor fits by the model
+        res = spaces.step_resources(p, c)
+        assert res.smem <= H100.smem_per_block and res.regs <= H100.regs_per_thread
+
+
+def test_prune_limits_and_shape_rules():
+    p = Problem("step_bwd", "gru", "float16", 64, 192, 16)
+    tiny = spaces.GpuLimits("tiny", smem_per_block=16 * 1024, smem_per_sm=16 * 1024)
+    pr = spaces.candidates(p, tiny)
+    assert pr.survivors and pr.by_resources and pr.by_shape
+    assert all(spaces.step_resources(p, c).smem <= 16 * 1024 for c in pr.survivors)
+    # tl.dot needs >= 16 on every block dimension on a GPU, not under the interpreter
+    small = StepConfig(8, 16, 16, 1, 1)
+    assert "tl.dot" in dict(spaces.prune(p, [small], H100).by_shape)[small]
+    assert spaces.prune(p, [small], INTERPRETER).survivors == [small]
+    # tiles larger than the (power-of-two) problem are useless: B=16 bucket allows no 32-row tile
+    assert all(c.BLOCK_B == 16 and c.BLOCK_H <= 64 for c in pr.survivors)
+    # an unknown variant implements nothing
+    other = StepConfig(16, 16, 32, 1, 1, variant="nope")
+    assert "variant" in dict(spaces.prune(p, [other], H100).by_shape)[other]
+
+
+def test_default_space_is_pruned_for_h100():
+    p = Problem("step_fwd", "lstm", "float16", 512, 512, 64)
+    pr = spaces.candidates(p, H100)
+    assert pr.total == len(list(spaces.step_candidates(p)))
+    assert 0 < len(pr.survivors) < pr.total
+    assert p.heuristic("cuda") in pr.survivors
+
+
+# ---- the tuner's search, with a fake launcher and fake timings ---------------------------------------------
+
+
+class FakeHarness:
+    """Stands in for harness.Harness: records which configurations ran; outputs are wrong for ``bad`` ones."""
+
+    ran: list = []
+    bad: set = set()
+
+    def __init__(self, problem, device, steps=8, seed=0):
+        self.problem, self.T = problem, steps
+
+    def run(self, cfg, launch=True):
+        FakeHarness.ran.append(cfg)
+        return (torch.full((3,), 2.0 if cfg in FakeHarness.bad else 1.0),), [cfg]
+
+    def replay_fn(self, launches):
+        def fn():
+            pass
+        fn.cfg = launches[0]
+        return fn
+
+
+def cost(cfg: StepConfig) -> float:
+    """A smooth fake time with one minimum at BLOCK_B=16, BLOCK_H=16, BLOCK_K=64, 2 warps, 3 stages."""
+    return 1.0 + 0.1 * (abs(cfg.BLOCK_B.bit_length() - 5) + abs(cfg.BLOCK_H.bit_length() - 5) * 2
+                        + abs(cfg.BLOCK_K.bit_length() - 7) + abs(cfg.num_warps.bit_length() - 2)
+                        + abs(cfg.num_stages - 3))
+
+
+@pytest.fixture
+def fake_harness(monkeypatch):
+    FakeHarness.ran, FakeHarness.bad = [], set()
+    monkeypatch.setattr(harness, "Harness", FakeHarness)
+    return FakeHarness
+
+
+@pytest.mark.parametrize("strategy", ["coordinate", "exhaustive"])
+def test_search_finds_the_fastest(fake_harness, strategy):
+    p = Problem("step_fwd", "lstm", "float16", 512, 512, 64)
+    r = tuner.tune(p, CPU, strategy=strategy, timer=lambda fn: cost(fn.cfg), limits=H100, steps=4,
+                   baseline=p.heuristic("cuda"))
+    assert r.config == StepConfig(16, 16, 64, 2, 3)
+    assert r.gain == pytest.approx(cost(p.heuristic("cuda")) / cost(r.config))
+    assert r.us == pytest.approx(1e3 * cost(r.config) / 4)  # per step
+    survivors = spaces.candidates(p, H100).survivors
+    if strategy == "coordinate":
+        assert r.timed < len(survivors) / 4  # a few dozen, not all
+    else:
+        assert r.timed == len(survivors)
+    e = r.entry()
+    assert StepConfig.from_dict(e["config"]) == r.config and e["gain"] > 1
+
+
+def test_pruned_candidates_are_never_run(fake_harness):
+    """Configurations beyond the GPU's limits never reach the launcher (nothing is compiled for them)."""
+    p = Problem("step_fwd", "gru", "float32", 256, 256, 64)
+    limits = spaces.GpuLimits("small", smem_per_block=64 * 1024, smem_per_sm=64 * 1024, regs_per_thread=160)
+    pruned = spaces.candidates(p, limits)
+    assert pruned.by_resources and p.heuristic("cuda") in pruned.survivors
+    tuner.tune(p, CPU, strategy="exhaustive", timer=lambda fn: cost(fn.cfg), limits=limits,
+               baseline=p.heuristic("cuda"))
+    ran = set(fake_harness.ran)
+    assert ran <= set(pruned.survivors) | {p.heuristic("cuda")}
+    assert not ran & {c for c, _ in pruned.by_resources}
+    assert ran >= set(pruned.survivors)
+
+
+def test_wrong_results_and_failures_are_dropped(fake_harness, monkeypatch):
+    p = Problem("step_fwd", "lstm", "float16", 512, 512, 64)
+    fastest = StepConfig(16, 16, 64, 2, 3)
+    fake_harness.bad = {fastest}
+    broken = StepConfig(16, 32, 64, 2, 3)
+    original = FakeHarness.run
+
+    def run(self, cfg, launch=True):
+        if cfg == broken:
+            raise RuntimeError("out of resource: shared memory")
+        return original(self, cfg, launch)
+
+    monkeypatch.setattr(FakeHarness, "run", run)
+    r = tuner.tune(p, CPU, strategy="exhaustive", timer=lambda fn: cost(fn.cfg), limits=H100,
+                   baseline=p.heuristic("cuda"))
+    assert r.config != fastest and r.config != broken
+    assert r.dropped == {"wrong result": 1, "RuntimeError": 1}
+
+
+def test_a_winner_slower_on_retiming_gives_the_heuristic(fake_harness):
+    p = Problem("step_bwd", "rnn_tanh", "bfloat16", 512, 512, 16)
+    heuristic = p.heuristic("cuda")
+    seen: dict = {}
+
+    def timer(fn):  # every candidate is fast the first time, slow when measured again
+        seen[fn.cfg] = seen.get(fn.cfg, 0) + 1
+        return 1.0 if fn.cfg == heuristic else (0.5 if seen[fn.cfg] == 1 else 2.0)
+
+    r = tuner.tune(p, CPU, timer=timer, limits=H100, baseline=heuristic)
+    assert r.config == heuristic and r.gain == 1.0
+
+
+# ---- the tuner through the real launcher (Triton interpreter) -----------------------------------------------
+
+
+@pytest.mark.parametrize("kernel,cell,K,I", [("step_fwd", "lstm", 16, 0), ("step_bwd", "gru", 48, 0),
+                                             ("step_fwd", "rnn_tanh", 16, 8)])
+def test_tuner_runs_the_launcher(kernel, cell, K, I):  # noqa: E741
+    """Candidates run through fusedrnn.launch under the forced configuration, are checked against the heuristic's
+    results, and their recorded launches are what gets timed."""
+    p = Problem(kernel, cell, "float32", 16, K, 3, I)
+    space = [StepConfig(2, 8, 8, 1, 1), StepConfig(4, 16, 16, 1, 1)]
+    timed = []
+
+    def timer(fn):  # the first candidate of the space wins
+        timed.append(fn)
+        return 1.0 if fn.launches[0][3]["BLOCK_B"] == 2 else 2.0
+
+    before = launch.launch_counts[kernel]
+    r = tuner.tune(p, CPU, strategy="exhaustive", timer=timer, limits=INTERPRETER, steps=2, space=space)
+    assert launch.launch_counts[kernel] > before
+    assert r.config == space[0] and r.dropped == {} and r.steps == (1 if I else 2)
+    h = harness.Harness(p, CPU, steps=2)
+    _, launches = h.run(space[1], launch=False)  # record only
+    assert launches and all(kw["BLOCK_B"] == 4 and kw["BLOCK_H"] == 16 and kw["BLOCK_K"] == 16
+                            for _, _, _, kw in launches)
+    assert launch._step_fwd_kernel.__class__.__name__ != "_Recording"  # restored
+
+
+def test_precompiler_compiles_ahead_in_a_worker():
+    """Queued candidates run (so compile) in a spawned worker; the tuner waits for them or compiles itself."""
+    from fusedrnn.autotune.precompile import Precompiler
+
+    p = Problem("step_fwd", "rnn_relu", "float32", 16, 16, 3)
+    space = [StepConfig(2, 8, 8, 1, 1), StepConfig(4, 16, 16, 1, 1)]
+    with Precompiler(1, CPU) as pre:
+        pre.prefetch(p, space)
+        r = tuner.tune(p, CPU, strategy="exhaustive", timer=lambda fn: 1.0, limits=INTERPRETER, steps=2,
+                       space=space, precompiler=pre)
+        assert not pre.broken and pre.errors == 0
+        assert [f.result(timeout=60) for f in pre._futures.values()] == [None, None]
+    assert r.timed == 2
+
+
+def test_timing_median_across_triton_versions():
+    def new_style(fn, rep=20, quantiles=None, return_mode="mean"):
+        return {"median": 2.0}[return_mode]
+
+    def old_style(fn, rep=20, quantiles=None):
+        return [3.0]
+
+    assert tuner._median(new_style, None, rep=5) == 2.0
+    assert tuner._median(old_style, None, rep=5) == 3.0
+
+
+# ---- cache files --------------------------------------------------------------------------------------------
+
+
+def test_lookup_order_user_then_shipped_then_heuristic(tmp_path):
+    a, b, c = cpu_key(H=32), cpu_key(H=48), cpu_key(H=64)
+    user_cfg, shipped_a, shipped_b = StepConfig(1, 8, 8, 1, 1), StepConfig(2, 8, 8, 1, 1), StepConfig(4, 16, 8, 1, 1)
+    write_doc(tmp_path / "cache" / cache.FILE_NAME, {str(a): entry(user_cfg)})
+    write_doc(tmp_path / "tables" / "gpu.json", {str(a): entry(shipped_a), str(b): entry(shipped_b)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 32, 32, 4) == (user_cfg, "user")
+        assert runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 48, 32, 4) == (shipped_b, "shipped")
+        cfg, source = runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 64, 32, 4)
+    assert source == "heuristic" and cfg == spaces.default_step_config("cpu", 64, 32, 4, 4)
+    assert str(c) not in runtime.store().user_entries()
+    # what the launcher asks for is the same lookup
+    assert launch._config("step_fwd", "lstm", 32, 32, 4, torch.float32, CPU) == user_cfg
+
+
+def test_files_are_read_once_and_lazily(tmp_path, monkeypatch):
+    write_doc(tmp_path / "cache" / cache.FILE_NAME, {str(cpu_key()): entry(StepConfig(1, 8, 8, 1, 1))})
+    reads = []
+    real = cache.read_entries
+    monkeypatch.setattr(cache, "read_entries", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    runtime.reset(tables_dir=tmp_path / "tables")
+    assert reads == []  # nothing read before the first lookup
+    for H in (32, 32, 48, 64):
+        runtime.step_config("step_fwd", "lstm", torch.float32, CPU, H, 32, 4)
+    (tmp_path / "cache" / cache.FILE_NAME).write_text("changed")
+    runtime.step_config("step_fwd", "lstm", torch.float32, CPU, 96, 32, 4)
+    assert reads == [tmp_path / "cache" / cache.FILE_NAME]  # once, and no table file exists
+
+
+CORRUPT = ["{not json", "[]", json.dumps({"format": "other", "version": 1, "entries": {}}),
+           json.dumps({"format": cache.CACHE_FORMAT, "version": cache.CACHE_VERSION, "entries": []}),
+           json.dumps({"format": cache.CACHE_FORMAT, "version": cache.CACHE_VERSION,
+                       "entries": {"bad key": {"config": {}}}}),
+           json.dumps({"format": cache.CACHE_FORMAT, "version": cache.CACHE_VERSION,
+                       "entries": {"cpu-interpreter|triton-3.9|step_fwd|lstm|float32|H32|K32|I0|B16":
+                                   {"config": {"BLOCK_B": "sixteen"}}}}),
+           b"\xff\xfe\x00garbage"]
+
+
+@pytest.mark.parametrize("content", CORRUPT, ids=range(len(CORRUPT)))
+def test_corrupt_cache_warns_once_and_is_ignored(tmp_path, content):
+    path = tmp_path / "cache" / cache.FILE_NAME
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.warns(CacheWarning, match="corrupt|cannot read") as got:
+        cfg, source = runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 32, 32, 4)
+    assert len(got) == 1 and str(path) in str(got[0].message)
+    assert source == "heuristic"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process
+        runtime.lookup("step_bwd", "lstm", torch.float32, CPU, 32, 128, 4)
+        runtime.record({str(cpu_key()): entry(StepConfig(2, 8, 8, 1, 1))})  # a write replaces the corrupt file
+    assert json.loads(path.read_text())["entries"].keys() == {str(cpu_key())}
+
+
+def test_other_version_warns_and_is_ignored(tmp_path):
+    write_doc(tmp_path / "cache" / cache.FILE_NAME, {str(cpu_key()): entry(StepConfig(1, 8, 8, 1, 1))}, version=999)
+    write_doc(tmp_path / "tables" / "t.json", {str(cpu_key()): entry(StepConfig(2, 8, 8, 1, 1))}, version=0)
+    with pytest.warns(CacheWarning, match="another fusedrnn version") as got:
+        assert runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 32, 32, 4)[1] == "heuristic"
+    assert len(got) == 2  # the user cache and the table, one warning each
+    assert "autotune-v1.json" == cache.FILE_NAME  # the version is also in the file name
+
+
+def test_unknown_variant_is_skipped_and_kept(tmp_path):
+    path = tmp_path / "cache" / cache.FILE_NAME
+    future = StepConfig(16, 16, 32, 4, 1, variant="persistent-2030")
+    write_doc(path, {str(cpu_key()): entry(future)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 32, 32, 4)[1] == "heuristic"
+    runtime.record({str(cpu_key(H=48)): entry(StepConfig(1, 8, 8, 1, 1))})
+    assert str(cpu_key()) in json.loads(path.read_text())["entries"]  # a newer fusedrnn's entry survives
+
+
+def test_missing_files_and_directories_are_fine(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runtime.lookup("step_fwd", "gru", torch.float16, CPU, 32, 32, 4)[1] == "heuristic"
+    assert not (tmp_path / "cache").exists()  # a lookup never writes
+    assert cache.Store(tables_dir=cache.SHIPPED_TABLES_DIR).lookup("no such key") is None
+
+
+_WRITER = textwrap.dedent("""
+    import importlib.util, sys, time
+    from pathlib import Path
+    # the autotune package by path, as bench/resources.py --src loads it: no torch to import, a fast start
+    spec = importlib.util.spec_from_file_location("fr_autotune", {folder!r} + "/__init__.py",
+                                                  submodule_search_locations=[{folder!r}])
+    sys.modules["fr_autotune"] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from fr_autotune import cache
+    path, go = Path({path!r}), Path({go!r})
+    while not go.exists():
+        time.sleep(0.005)
+    for i in range({n}):
+        key = f"gpu-{worker}|triton-3.9|step_fwd|lstm|float16|H{{16 * (i + 1)}}|K16|I0|B16"
+        cache.merge_write(path, {{key: {{"config": {{"BLOCK_B": 16, "BLOCK_H": 16, "BLOCK_K": 16, "num_warps": 4,
+                                                  "num_stages": {worker} % 3 + 1, "variant": "step"}}}}}})
+""")
+
+
+def test_concurrent_writers_keep_every_entry(tmp_path):
+    """Writer processes (spawned) add different keys to one cache file at the same time: the file stays valid
+    JSON and holds every key (merge under the lock, write to a temporary file, os.replace)."""
+    path, go, n, workers = tmp_path / "shared" / cache.FILE_NAME, tmp_path / "go", 25, 3
+    ctx = multiprocessing.get_context("spawn")
+    folder = os.path.dirname(cache.__file__)
+    procs = [ctx.Process(target=exec, args=(_WRITER.format(folder=folder, path=str(path), go=str(go), n=n, worker=w),))
+             for w in range(workers)]
+    for p in procs:
+        p.start()
+    go.touch()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * workers
+    doc = json.loads(path.read_text())
+    assert doc["version"] == cache.CACHE_VERSION
+    assert len(doc["entries"]) == workers * n
+    assert {k.split("|")[0] for k in doc["entries"]} == {f"gpu-{w}" for w in range(workers)}
+    assert not [f for f in path.parent.iterdir() if f.suffix == ".tmp"]  # no temporary file left behind
+
+
+# ---- runtime policy -----------------------------------------------------------------------------------------
+
+
+def test_policy_default_env_and_setter(monkeypatch):
+    assert runtime.get_policy() == "off"
+    monkeypatch.setenv("FUSEDRNN_AUTOTUNE", "1")
+    assert runtime.get_policy() == "off"  # read once per process
+    runtime.reset()
+    assert runtime.get_policy() == "tune-on-first-use"
+    runtime.set_policy("off")
+    assert runtime.get_policy() == "off"
+    with pytest.raises(ValueError):
+        runtime.set_policy("sometimes")
+    monkeypatch.setenv("FUSEDRNN_AUTOTUNE", "maybe")
+    runtime.reset()
+    with pytest.warns(UserWarning, match="not understood"):
+        assert runtime.get_policy() == "off"
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A CUDA device as far as the lookup is concerned, and a fake tuner that counts its runs."""
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setitem(keys._gpu_names, 0, "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    calls = []
+
+    def tune(problem, device, **kwargs):
+        calls.append(problem)
+        if problem.H == 13:
+            raise RuntimeError("no luck")
+        cfg = StepConfig(16, 16, 32, 2, 1)
+        return tuner.TuneResult(problem, cfg, problem.heuristic("cuda"), us=1.0, heuristic_us=1.5, steps=8,
+                                candidates=10, survivors=5, timed=4)
+
+    monkeypatch.setattr(tuner, "tune", tune)
+    return gpu, calls
+
+
+def test_no_tuning_unless_opted_in(fake_gpu):
+    gpu, calls = fake_gpu
+    cfg, source = runtime.lookup("step_fwd", "lstm", torch.float16, gpu, 512, 512, 64)
+    assert source == "heuristic" and cfg == spaces.default_step_config("cuda", 512, 512, 64, 2) and calls == []
+
+
+def test_tune_on_first_use(fake_gpu, tmp_path, capsys):
+    gpu, calls = fake_gpu
+    runtime.set_policy("tune-on-first-use")
+    assert runtime.lookup("step_fwd", "lstm", torch.float16, gpu, 512, 512, 64) == (StepConfig(16, 16, 32, 2, 1),
+                                                                                    "tuned")
+    assert runtime.lookup("step_fwd", "lstm", torch.float16, gpu, 512, 512, 50)[1] == "tuned"  # same bucket: memo
+    assert len(calls) == 1 and calls[0] == Problem("step_fwd", "lstm", "float16", 512, 512, 64)
+    assert "tuning" in capsys.readouterr().err
+    written = json.loads((tmp_path / "cache" / cache.FILE_NAME).read_text())["entries"]
+    assert list(written) == ["Fake GPU|" + str(cpu_key(H=512, K=512, B=64, dtype=torch.float16)).split("|", 1)[1]]
+    runtime.reset(tables_dir=tmp_path / "tables")  # a new process: found in the user cache, not tuned again
+    assert runtime.lookup("step_fwd", "lstm", torch.float16, gpu, 512, 512, 64)[1] == "user" and len(calls) == 1
+    # not on the CPU, and a failure falls back to the heuristic once, with a warning
+    runtime.set_policy("tune-on-first-use")
+    assert runtime.lookup("step_fwd", "lstm", torch.float16, CPU, 512, 512, 64)[1] == "heuristic"
+    with pytest.warns(CacheWarning, match="no luck"):
+        assert runtime.lookup("step_fwd", "gru", torch.float16, gpu, 13, 13, 8)[1] == "heuristic"
+    runtime.set_policy("tune-on-first-use")
+    assert runtime.lookup("step_fwd", "gru", torch.float16, gpu, 13, 13, 8)[1] == "heuristic"
+    assert len(calls) == 2
+
+
+def test_forced_config_reaches_the_launcher():
+    cfg = StepConfig(2, 4, 8, 1, 1)
+    with runtime.forced(cfg):
+        assert launch._config("step_bwd", "gru", 32, 96, 5, torch.float32, CPU) == cfg
+    assert launch._config("step_bwd", "gru", 32, 96, 5, torch.float32, CPU) != cfg
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------------
+
+
+def test_cli_dry_run_lists_keys_and_counts(capsys):
+    assert cli.main(["--preset", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "NVIDIA H100 80GB HBM3|" in out and "|step_fwd|lstm|float16|H512|K512|I0|B64" in out
+    assert "|step_bwd|lstm|float16|H512|K2048|I0|B64" in out and "2 keys" in out
+    assert cli.main(["--preset", "bench", "--dry-run"]) == 0
+    bench = capsys.readouterr().out
+    assert "|decode" not in bench and "|I512|B16" in bench  # decode keys carry the input size
+    assert cli.main(["--preset", "nope", "--dry-run"]) == 2
+
+
+def test_cli_tunes_writes_each_key_and_resumes(tmp_path, monkeypatch, capsys):
+    """The tuning loop with a pretend GPU and a fake tuner: every key is written, the gain is printed, a second
+    run skips what is done, a spent time budget stops with exit status 3."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(cli, "device_limits", lambda device: H100)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    calls = []
+
+    def tune(problem, device, **kwargs):
+        calls.append(problem)
+        return tuner.TuneResult(problem, StepConfig(16, 16, 64, 2, 3), problem.heuristic("cuda"), us=2.0,
+                                heuristic_us=3.0, steps=8, candidates=432, survivors=198, timed=30)
+
+    monkeypatch.setattr(tuner, "tune", tune)
+    out, report = tmp_path / "shipped" / "table.json", tmp_path / "report.json"
+    args = ["--preset", "smoke", "--jobs", "0", "--output", str(out)]
+    assert cli.main([*args, "--report", str(report)]) == 0
+    entries = json.loads(out.read_text())["entries"]
+    assert len(entries) == 2 == len(calls) and all(k.startswith("Fake GPU|") for k in entries)
+    assert {e["gain"] for e in entries.values()} == {1.5}
+    assert "all: gain over the heuristic, geometric mean 1.500x" in capsys.readouterr().out
+    assert json.loads(report.read_text())["geomean_gain"] == pytest.approx(1.5)
+    assert len(json.loads(report.read_text())["results"]) == 2
+    assert cli.main(args) == 0 and len(calls) == 2  # nothing left to do
+    assert cli.main([*args, "--show"]) == 0 and "2 tuned entries" in capsys.readouterr().out
+    assert cli.main([*args, "--retune", "--time-budget", "1e-9"]) == 3 and len(calls) == 2
+    # the shipped-table path: the file written by --output is a valid table
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.Store(tables_dir=tmp_path / "shipped").lookup(next(iter(entries)))[1] == "shipped"
+
+
+def test_presets_are_the_benchmark_shape_sets(monkeypatch):
+    """In a checkout the presets come from bench/registry.py; the installed copy (MIRROR) must agree with it."""
+    if presets.bench_registry() is None:
+        pytest.skip("bench/registry.py is not in this installation (not a checkout)")
+    from_registry = presets.expand(["bench"])
+    monkeypatch.setattr(presets, "_registry", False)  # as in an installed fusedrnn: the mirror
+    assert presets.expand(["bench"]) == from_registry, "autotune/presets.py MIRROR differs from bench/registry.py"
+    assert Problem("step_fwd", "lstm", "float32", 512, 512, 64) == from_registry[0]  # fastrnns first
+    assert Problem("step_fwd", "lstm", "float16", 768, 768, 16, 768) in from_registry  # a decode step
+    assert {p.cell for p in from_registry} == {"lstm", "gru", "rnn_tanh"}
+    assert presets.expand(["h_sweep"], cells=("lstm",), dtypes=("float16",)) == [
+        Problem(k, "lstm", "float16", H, H if k == "step_fwd" else 4 * H, 32)
+        for H in (64, 128, 256, 512, 1024, 2048) for k in ("step_fwd", "step_bwd")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_cli_refuses_to_tune_without_gpu():
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, "-m", "fusedrnn.autotune", "--preset", "smoke"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "no CUDA GPU" in proc.stderr and "--dry-run" in proc.stderr
