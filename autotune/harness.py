@@ -87,8 +87,10 @@ class Harness:
     """Inputs of one problem on one device, and runs of the launcher on them under a given configuration.
 
     Forward: a sequence of ``steps`` steps (T = steps) with saved activations and biases, or, when the problem
-    fuses the input projection (I > 0), one step (T = 1). Backward: the backward of such a forward (computed
-    once, with the heuristic). B is the problem's batch (the bucket's representative).
+    fuses the input projection (I > 0), one step (T = 1; the batch-tiled kernel fuses it in inference: T = steps
+    without saved activations). Backward: the backward of such a forward (computed once, with the heuristic).
+    B is the problem's batch (the bucket's representative). The launcher runs the problem's variant
+    (``fusedrnn.use_kernel``).
     """
 
     def __init__(self, problem: Problem, device, steps: int = 8, seed: int = 0):
@@ -99,10 +101,12 @@ class Harness:
         self.problem, self.device = problem, device
         p = problem
         G, H, B = p.gates, p.H, p.B
-        self.T = 1 if p.I else steps
-        if p.kernel == "step_bwd" and p.K != G * H:
-            raise ValueError(f"step_bwd problems have K = G*H = {G * H}, got K={p.K}")
-        P = p.K if p.kernel == "step_fwd" else H  # a forward K other than H is an LSTM projection size
+        self.T = 1 if (p.I and p.variant == "step") else steps
+        self.save = not (p.I and p.variant == "tiled")
+        forward = p.kernel.endswith("_fwd")
+        if not forward and p.K != G * H:
+            raise ValueError(f"{p.kernel} problems have K = G*H = {G * H}, got K={p.K}")
+        P = p.K if forward else H  # a forward K other than H is an LSTM projection size
         if P != H and p.cell != "lstm":
             raise ValueError(f"K={p.K} != H={H}: only LSTM has a projection")
         I = p.I or UNFUSED_INPUT  # noqa: E741
@@ -122,7 +126,7 @@ class Harness:
         self.w_hr = rand(P, H, scale=H ** -0.5) if P != H else None
         self._launch = launch
         self._bwd_inputs = None
-        if p.kernel == "step_bwd":
+        if not forward:
             with self._context(p.heuristic(device.type)):
                 y, h_n, c_n, saved, cs, hr = self._forward()
             self._bwd_inputs = dict(dy=rand(*y.shape), dh_n=rand(*h_n.shape),
@@ -133,13 +137,16 @@ class Harness:
     def _context(self, cfg: StepConfig):
         import torch
 
-        with forced(cfg), _matmul_precision(self.problem, self.device), torch.no_grad():
+        import fusedrnn
+
+        with forced(cfg), fusedrnn.use_kernel(self.problem.variant), _matmul_precision(self.problem, self.device), \
+                torch.no_grad():
             yield
 
     def _forward(self):
         return self._launch.recurrence_fwd(
             cell=self.problem.cell, x=self.x, h0=self.h0, c0=self.c0, w_ih=self.w_ih, w_hh=self.w_hh,
-            b_ih=self.b_ih, b_hh=self.b_hh, w_hr=self.w_hr, batch_sizes=None, reverse=False, save=True)
+            b_ih=self.b_ih, b_hh=self.b_hh, w_hr=self.w_hr, batch_sizes=None, reverse=False, save=self.save)
 
     def _backward(self):
         b = self._bwd_inputs
@@ -157,7 +164,7 @@ class Harness:
         buffers that replaying the launches overwrites (the backward's carries).
         """
         with self._context(cfg), recording(launch) as log:
-            if self.problem.kernel == "step_fwd":
+            if self.problem.kernel.endswith("_fwd"):
                 y, h_n, c_n, saved, cs, hr = self._forward()
                 out = (y, h_n, c_n, saved, cs[1:] if cs.numel() else cs, hr)
             else:

@@ -6,7 +6,8 @@ through a bucket, so no batch size is tuned twice.
 
 - GPU: ``torch.cuda.get_device_name`` (e.g. "NVIDIA H100 80GB HBM3"), "cpu-interpreter" off the GPU.
 - Triton: ``major.minor`` of ``triton.__version__``: patch releases do not change code generation.
-- kernel: the launcher kernel, "step_fwd" or "step_bwd" (a config's ``variant`` says which implementation).
+- kernel: the launcher kernel: "step_fwd", "step_bwd" (one launch per step) or "tiled_fwd", "tiled_bwd" (the
+  batch-tiled persistent kernel); a config's ``variant`` names its implementation.
 - dtype: the tensor dtype's name; fp32 on a GPU with TF32 matmuls allowed is "float32-tf32" (another kernel).
 - H: hidden size. K: width of the recurrent matmul (P = proj_size or H forward, G*H backward).
 - I: the input width reduced *inside* the kernel: the layer's input size when the launcher fuses the input

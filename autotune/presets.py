@@ -4,8 +4,10 @@ The benchmark's shape sets live in ``bench/registry.py`` (not installed). In a c
 file is loaded by path and its sets are the presets, exactly; an installed fusedrnn uses the copy in ``MIRROR``
 (the sets as of the benchmark suite's first version; ``tests/test_autotune.py`` checks that they agree).
 
-A benchmark case maps to kernels by mode: "fwd" (a sequence, T > 1) to step_fwd with I=0, "fwdbwd" to step_fwd
-and step_bwd (K = G*H), "decode" (one step, the input projection fused) to step_fwd with I = the input size. The
+A benchmark case maps to kernels by mode: "fwd" (a sequence, T > 1) to step_fwd with I=0 and tiled_fwd with
+I = the input size (inference fuses the input projection into the batch-tiled kernel), "fwdbwd" to step_fwd and
+step_bwd (K = G*H) and their tiled twins (I=0), "decode" (one step, the input projection fused) to step_fwd with
+I = the input size. The
 sequence length, the layer count and the direction never enter a key; batches map to buckets
 (``keys.batch_bucket``), so B=1..16 are one key.
 """
@@ -51,7 +53,7 @@ MIRROR = {
     "long_seq": ("long sequences: T from 1k to 64k, B=4, H=512", (_lstm(4, 512),), ("fp16", "bf16"),
                  ("fwd", "fwdbwd")),
 }
-#: Presets of this module only: a quick check of the tuner on a GPU (two keys).
+#: Presets of this module only: a quick check of the tuner on a GPU (four keys: step and tiled, fwd and bwd).
 EXTRA = {"smoke": ("one LSTM shape, fp16, B=64, H=512: a quick check of the tuner", (_lstm(64, 512),), ("fp16",),
                    ("fwdbwd",))}
 _BENCH_DTYPES = {"fp32": "float32", "tf32": "float32-tf32", "fp16": "float16", "bf16": "bfloat16"}
@@ -107,8 +109,13 @@ def problems_of(cell: str, dtype: str, H: int, B: int, modes, I: int = 0) -> lis
     for mode in modes:
         if mode in ("fwd", "fwdbwd"):
             out.append(Problem("step_fwd", cell, dtype, H, H, bucket))
+        if mode == "fwd":
+            out.append(Problem("tiled_fwd", cell, dtype, H, H, bucket, I or H))
+        if mode == "fwdbwd":
+            out.append(Problem("tiled_fwd", cell, dtype, H, H, bucket))
         if mode in ("bwd", "fwdbwd"):
             out.append(Problem("step_bwd", cell, dtype, H, G * H, bucket))
+            out.append(Problem("tiled_bwd", cell, dtype, H, G * H, bucket))
         if mode == "decode":
             out.append(Problem("step_fwd", cell, dtype, H, H, bucket, I or H))
         if mode not in ("fwd", "bwd", "fwdbwd", "decode"):

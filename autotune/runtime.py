@@ -132,7 +132,7 @@ def step_config(kernel: str, cell: str, dtype, device, H: int, K: int, B: int, I
     """Launch configuration of a recurrence kernel.
 
     Args:
-        kernel: "step_fwd" or "step_bwd". cell: "lstm", "gru", "rnn_tanh" or "rnn_relu".
+        kernel: "step_fwd", "step_bwd", "tiled_fwd" or "tiled_bwd". cell: "lstm", "gru", "rnn_tanh" or "rnn_relu".
         dtype: torch dtype of the tensors. device: torch device of the launch.
         H: hidden size. K: width of the recurrent matmul (P forward, G*H backward). B: batch (rows of the step).
         I: input width reduced inside the kernel (the layer's input size when the input projection is fused into
@@ -151,7 +151,7 @@ def _resolve(kernel, cell, dtype, device, H, K, B, I):
     hit = store().lookup(str(key))
     if hit is not None:
         return hit
-    heuristic = default_step_config(device.type, H, K, B, dtype.itemsize)
+    heuristic = default_step_config(device.type, H, K, B, dtype.itemsize, kernel.split("_")[0])
     if get_policy() == "tune-on-first-use" and device.type == "cuda" and not _tuning and str(key) not in _failed:
         import torch
 

@@ -4,10 +4,13 @@ Legend: B batch (a bucket's representative), H hidden, K width of the recurrent 
 backward), I input width reduced inside the kernel (the layer's input size when the input projection is fused
 into a single step, else 0), G gates, NS saved activations per hidden unit.
 
-A kernel *variant* is one implementation of a launcher kernel ("step_fwd", "step_bwd"): today only "step"
-(one launch per timestep). Persistent kernels join as entries of ``VARIANTS``: a name, the kernels they
-implement, a candidate generator and a resource model; the tuner and the cache need nothing else, and the
-launcher dispatches on ``StepConfig.variant``.
+A kernel *variant* is one implementation of launcher kernels: "step" (one launch per timestep: "step_fwd",
+"step_bwd") and "tiled" (the batch-tiled persistent kernel, one launch per sequence: "tiled_fwd", "tiled_bwd";
+its programs run the step kernels' tile code over all hidden chunks, so the same space and resource model
+apply). Each is an entry of ``VARIANTS``: a name, the kernels it implements, a candidate generator and a
+resource model; the tuner and the cache need nothing else. Which variant runs a layer is
+``fusedrnn.launch.choose_kernel``'s decision (it depends on T, which keys leave out); the cooperative kernel is
+not tuned here: its tiles follow from the GPU's SM count (``fusedrnn.launch.coop_plan``).
 
 Resource model (estimates, before anything is compiled; ``step_resources``)
 --------------------------------------------------------------------------
@@ -52,7 +55,7 @@ from typing import Callable, Iterable
 
 import triton
 
-KERNELS = ("step_fwd", "step_bwd")
+KERNELS = ("step_fwd", "step_bwd", "tiled_fwd", "tiled_bwd")
 #: cell -> (G gates, NS saved activations per hidden unit); the same numbers as fusedrnn.launch.CELLS, kept here so
 #: that this module imports neither torch nor the launcher.
 CELL_SHAPES = {"lstm": (4, 4), "gru": (3, 4), "rnn_tanh": (1, 1), "rnn_relu": (1, 1)}
@@ -103,8 +106,10 @@ def batch_bucket(batch: int) -> int:
     return min(triton.next_power_of_2(max(batch, 1)), 64)
 
 
-def default_step_config(device_type: str, hidden: int, width: int, batch: int, itemsize: int = 2) -> StepConfig:
-    """Heuristic configuration for a step kernel: what runs when no tuned entry exists.
+def default_step_config(device_type: str, hidden: int, width: int, batch: int, itemsize: int = 2,
+                        variant: str = "step") -> StepConfig:
+    """Heuristic configuration for a step kernel (or, ``variant="tiled"``, the batch-tiled persistent kernel):
+    what runs when no tuned entry exists.
 
     Args:
         device_type: ``"cuda"`` for compiled kernels, anything else for the Triton interpreter.
@@ -112,13 +117,19 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int, i
         width: K, the reduction width of the recurrent matmul (P forward, G*H backward).
         batch: B.
         itemsize: bytes per element of the tensors (8 for fp64).
+        variant: "step" or "tiled".
     """
     bb = batch_bucket(batch)
     if device_type != "cuda":
         # The interpreter runs programs one after another with numpy ops on whole blocks: few large
         # programs are fastest, and tl.dot has no minimum size there.
         return StepConfig(BLOCK_B=bb, BLOCK_H=min(triton.next_power_of_2(hidden), 64),
-                          BLOCK_K=min(triton.next_power_of_2(width), 64), num_warps=1, num_stages=1)
+                          BLOCK_K=min(triton.next_power_of_2(width), 64), num_warps=1, num_stages=1, variant=variant)
+    if variant == "tiled":
+        # One program per 16 rows walks every hidden chunk: the smallest batch tile gives the most programs;
+        # wide hidden chunks mean fewer passes per step.
+        return StepConfig(BLOCK_B=16, BLOCK_H=64 if itemsize <= 4 else 32, BLOCK_K=max(16, min(64, _cap(width))),
+                          num_warps=4, num_stages=2, variant="tiled")
     # tl.dot needs every block dimension >= 16 on NVIDIA GPUs. Small hidden slices spread the
     # sequential recurrence over more SMs; the batch tile follows the batch.
     block_b = max(16, bb)
@@ -128,6 +139,44 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int, i
     # `python -m bench.resources`); on 8 warps it does not.
     num_warps = 8 if itemsize == 8 and block_b * block_h >= 2048 else 4
     return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=num_warps, num_stages=2)
+
+
+# ---- the cooperative kernel's tiles ---------------------------------------------------------------------------
+
+#: Limits of the cooperative kernel: bytes of W_hh one program keeps on chip for the whole sequence (its slice),
+#: and next_pow2(H), the width of the h tile its forward reads whole. From the sm_90a builds of
+#: ``python -m bench.resources`` (Triton 3.9, 8 warps, fp16/bf16, B=16 and 64): within both limits nothing
+#: spills; LSTM at H=256 (32 KB slices) spills 130-230 B per thread, any cell at H=512 about 400 B and at
+#: H >= 768 2.5-3.5 KB, because each gate's dot materializes its full-K operands in registers. A forward that
+#: keeps W as the wgmma A operand in shared memory (gate rows as M) is the way to larger H.
+COOP_W_BYTES = 16 * 1024
+COOP_MAX_WIDTH = 256
+
+
+def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "GpuLimits | None"):
+    """(StepConfig of variant "cooperative", None), or (None, why not), for a layer of ``hidden`` units.
+
+    GPU (``limits``): the batch tile is 16..64 rows; the hidden slice is the narrowest of 16, 32, 64 units whose
+    grid (hidden slices x batch tiles) has no more programs than the GPU has SMs, so one program per SM makes
+    them all resident at once; its W_hh slice (gates x next_pow2(hidden) x BLOCK_H elements) must fit
+    ``COOP_W_BYTES`` and next_pow2(hidden) ``COOP_MAX_WIDTH``. BLOCK_K tiles the fused input projection (inference). Interpreter (``limits`` None): one
+    program holds everything (programs run one after another there; two would wait forever at a barrier).
+    """
+    if limits is None or limits.min_dot == 0:
+        return StepConfig(BLOCK_B=_cap(batch), BLOCK_H=_cap(hidden), BLOCK_K=64, num_warps=1, num_stages=1,
+                          variant="cooperative"), None
+    if _cap(hidden) > COOP_MAX_WIDTH:
+        return None, f"H={hidden} is wider than {COOP_MAX_WIDTH} (the forward's h tile would spill)"
+    block_b = max(16, min(64, _cap(batch)))
+    n_b = triton.cdiv(batch, block_b)
+    for block_h in (16, 32, 64):
+        if triton.cdiv(hidden, block_h) * n_b <= limits.sms:
+            w_bytes = gates * _cap(hidden) * block_h * itemsize
+            if w_bytes > COOP_W_BYTES:
+                return None, f"its W_hh slice ({w_bytes} B) exceeds {COOP_W_BYTES} B per program"
+            return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=64, num_warps=8, num_stages=1,
+                              variant="cooperative"), None
+    return None, f"more programs than the GPU's {limits.sms} SMs"
 
 
 # ---- the problem a configuration is chosen for -------------------------------------------------------------
@@ -174,8 +223,13 @@ class Problem:
         """The longest reduction inside the kernel: K, or I when the input projection is fused."""
         return max(self.K, self.I)
 
+    @property
+    def variant(self) -> str:
+        """The variant whose kernel this is ("step" or "tiled")."""
+        return self.kernel.split("_")[0]
+
     def heuristic(self, device_type: str = "cuda") -> StepConfig:
-        return default_step_config(device_type, self.H, self.K, self.B, self.itemsize)
+        return default_step_config(device_type, self.H, self.K, self.B, self.itemsize, self.variant)
 
 
 # ---- what a GPU can hold -----------------------------------------------------------------------------------
@@ -248,7 +302,7 @@ class Resources:
 
 
 def _live_tiles(p: Problem) -> int:
-    if p.kernel == "step_fwd":
+    if p.kernel.endswith("_fwd"):
         return 2 * p.gates + 1
     extra = {"lstm": 3, "gru": 1}.get(p.cell, 0)
     return 1 + p.saved + extra
@@ -315,7 +369,7 @@ def step_shape_violation(p: Problem, c: StepConfig, limits: GpuLimits) -> str | 
 def step_candidates(p: Problem, space: StepSpace = STEP_SPACE) -> Iterable[StepConfig]:
     for bb, bh, bk, w, s in itertools.product(space.BLOCK_B, space.BLOCK_H, space.BLOCK_K, space.num_warps,
                                               space.num_stages):
-        yield StepConfig(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=w, num_stages=s, variant="step")
+        yield StepConfig(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=w, num_stages=s, variant=p.variant)
 
 
 @dataclass(frozen=True)
@@ -333,7 +387,8 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "step": Variant("step", KERNELS, step_candidates, step_resources, step_shape_violation),
+    "step": Variant("step", ("step_fwd", "step_bwd"), step_candidates, step_resources, step_shape_violation),
+    "tiled": Variant("tiled", ("tiled_fwd", "tiled_bwd"), step_candidates, step_resources, step_shape_violation),
 }
 
 

@@ -7,6 +7,20 @@ CPU users lose nothing. Any other device runs torch's implementation.
 Force a choice with ``fusedrnn.set_backend("triton" | "aten" | "auto")`` or, scoped, ``with
 fusedrnn.use_backend("triton"): ...``. Forcing "triton" where the kernels cannot run is an error, never a
 silent fallback.
+
+Kernel choice (Triton backend): a layer's sequence runs on one of three kernels (see ``kernels/``):
+
+* ``"step"``: one launch per timestep (fused gate matmul, activations and state update);
+* ``"tiled"``: batch-tiled persistent kernel, one launch for the whole sequence; runs under the interpreter;
+* ``"cooperative"``: cooperative persistent kernel, one launch, W_hh slices kept on chip, grid barrier between
+  steps; GPU only, and only when all of its programs can be resident at once.
+
+``auto`` (the default) picks by shape, dtype and GPU; the heuristic is ``fusedrnn.launch.choose_kernel``
+(documented there, provisional until the benchmarks tune it). Force a choice with
+``fusedrnn.set_kernel(name)`` or ``with fusedrnn.use_kernel(name): ...``. LSTM projections (proj_size) and
+single steps (Cells) always run the step kernel: forcing a persistent kernel on a layer with a projection is
+an error. A forced ``"cooperative"`` whose grid cannot be co-resident falls back to ``"tiled"`` with a
+warning (it never waits on a barrier that could deadlock).
 """
 
 from __future__ import annotations
@@ -15,8 +29,10 @@ import os
 from contextlib import contextmanager
 
 BACKENDS = ("auto", "triton", "aten")
+KERNELS = ("auto", "step", "tiled", "cooperative")
 
 _backend = "auto"
+_kernel = "auto"
 _interpreting: bool | None = None  # read once, on first use: triton reads the same variable when it jits
 
 
@@ -64,3 +80,27 @@ def select(device) -> str:
         raise RuntimeError(f"fusedrnn: backend 'triton' was forced, but Triton kernels cannot run on device "
                            f"'{device.type}'.{hint}")
     return "aten"
+
+
+def get_kernel() -> str:
+    """The kernel setting: "auto", "step", "tiled" or "cooperative"."""
+    return _kernel
+
+
+def set_kernel(name: str) -> None:
+    """Set the kernel for the whole process: "auto" (default), "step", "tiled" or "cooperative"."""
+    global _kernel
+    if name not in KERNELS:
+        raise ValueError(f"fusedrnn kernel must be one of {KERNELS}, got {name!r}")
+    _kernel = name
+
+
+@contextmanager
+def use_kernel(name: str):
+    """Context manager that sets the kernel and restores the previous one on exit."""
+    previous = get_kernel()
+    set_kernel(name)
+    try:
+        yield
+    finally:
+        set_kernel(previous)

@@ -8,14 +8,19 @@ a PackedSequence). Loops index "steps" in processing order; ``Schedule.time(step
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
 import torch
 import triton
 
+from fusedrnn import dispatch
 from fusedrnn.autotune import step_config
-from fusedrnn.kernels import CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH, _step_bwd_kernel, _step_fwd_kernel
+from fusedrnn.autotune.spaces import coop_config, device_limits
+from fusedrnn.kernels import (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH, _coop_bwd_kernel, _coop_fwd_kernel,
+                              _step_bwd_kernel, _step_fwd_kernel, _tiled_bwd_kernel, _tiled_fwd_kernel)
 
 #: Kernel launches by kernel name since the process started. Tests read it to prove that the Triton path
 #: ran (a silent fallback to torch would leave it unchanged).
@@ -65,6 +70,60 @@ def _config(kernel: str, cell: str, H: int, K: int, B: int, dtype: torch.dtype, 
     return step_config(kernel, cell, dtype, device, H, K, B, I)
 
 
+# ---- which kernel runs a sequence ------------------------------------------------------------------------------
+
+#: At and above this length the default is a persistent kernel: launches per layer and direction stop growing
+#: with T (the batch-tiled kernel where the cooperative one cannot run).
+PERSISTENT_MIN_T = 256
+#: From this length on a GPU the cooperative kernel is the default wherever it can run.
+COOP_MIN_T = 32
+def coop_plan(cell: str, dtype: torch.dtype, device: torch.device, H: int, B: int, limits=None):
+    """(StepConfig, None) if the cooperative kernel can run this layer with all programs resident at once, else
+    (None, reason): ``autotune.spaces.coop_config`` for the device's limits (``limits`` overrides them, for
+    tools that plan for a GPU they do not have). One program per SM is resident whenever it fits an SM at all
+    (else the launch fails and the launcher falls back), so the grid barrier cannot deadlock. Under MPS with a
+    thread percentage below 100 the number of usable SMs is unknown: refused."""
+    if device.type == "cuda":
+        mps = os.environ.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "").strip()
+        if mps and mps != "100":
+            return None, f"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE={mps}: the SMs available to this process are unknown"
+        limits = limits or device_limits(device)
+    return coop_config(CELLS[cell].gates, dtype.itemsize, H, B, limits if device.type == "cuda" else None)
+
+
+def choose_kernel(cell: str, dtype: torch.dtype, device: torch.device, T: int, B: int, H: int, proj: bool,
+                  limits=None) -> str:
+    """The kernel that runs a layer's sequence: "step", "tiled" or "cooperative".
+
+    A forced choice (``fusedrnn.use_kernel``) wins; persistent kernels have no projection (an error when forced).
+    ``auto`` (provisional, to be tuned by the benchmarks on GPUs):
+      - projections (proj_size) and single steps (T = 1): step;
+      - GPU: cooperative when T >= COOP_MIN_T and ``coop_plan`` accepts the shape; else batch-tiled when
+        T >= PERSISTENT_MIN_T; else step;
+      - interpreter: batch-tiled when T >= PERSISTENT_MIN_T, else step.
+    """
+    forced = dispatch.get_kernel()
+    if forced != "auto":
+        if forced != "step" and proj:
+            raise ValueError(f"fusedrnn: the {forced!r} kernel has no LSTM projection (proj_size > 0); use the "
+                             f"'step' or 'auto' kernel for this layer")
+        return forced
+    if proj or T <= 1:
+        return "step"
+    if device.type == "cuda" and T >= COOP_MIN_T and coop_plan(cell, dtype, device, H, B, limits)[0] is not None:
+        return "cooperative"
+    return "tiled" if T >= PERSISTENT_MIN_T else "step"
+
+
+def _resolve_coop(cell, dtype, device, H, B):
+    """The plan of a chosen cooperative run, or None (run batch-tiled), warning when it was forced."""
+    plan, why = coop_plan(cell, dtype, device, H, B)
+    if plan is None and dispatch.get_kernel() == "cooperative":
+        warnings.warn(f"fusedrnn: the cooperative kernel cannot run this layer ({why}); running the batch-tiled "
+                      f"persistent kernel instead.", RuntimeWarning, stacklevel=4)
+    return plan
+
+
 def _unit_last_stride(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
@@ -105,6 +164,19 @@ class Schedule:
     def flat(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.packed else x.reshape(-1, x.shape[-1])
 
+    def strides(self, x: torch.Tensor) -> tuple:
+        """(time stride, row stride) of a sequence tensor as the persistent kernels address it: a dense step
+        t starts at t * time stride, a packed one at offsets[t] * row stride (time stride 0)."""
+        return (0, x.stride(0)) if self.packed else (x.stride(0), x.stride(1))
+
+    def tables(self, device) -> tuple:
+        """(sizes, offsets) as int64 device tensors for the persistent kernels (packed; else placeholders)."""
+        if not self.packed:
+            empty = torch.empty(1, dtype=torch.int64, device=device)
+            return empty, empty
+        both = torch.tensor([self.sizes, self.offsets], dtype=torch.int64).to(device)
+        return both[0], both[1]
+
     def _index(self, device):
         """Per sequence b: its last and first step (processing order); per row: the row holding h_{t-1}
         (an index into ``cat([flat(y), h0])``)."""
@@ -128,6 +200,9 @@ class Schedule:
         return x[offsets[t] + torch.arange(self.B, device=x.device)]
 
     def last_step(self, device) -> torch.Tensor:
+        """[B] the step (processing order) at which each sequence ends."""
+        if not self.packed:  # nothing of size T
+            return torch.full((self.B, ), self.T - 1, dtype=torch.int64, device=device)
         return self._index(device)[0]
 
     def previous_rows(self, y: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
@@ -186,7 +261,15 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
     def empty():  # distinct placeholders: custom-op outputs may not alias each other
         return torch.empty(0, dtype=acc, device=device)
 
-    fuse_input = T == 1
+    kernel, plan = "step", None
+    if B > 0 and H > 0:
+        kernel = choose_kernel(cell, dtype, device, T, B, H, w_hr is not None)
+        if kernel == "cooperative":
+            plan = _resolve_coop(cell, dtype, device, H, B)
+            kernel = "cooperative" if plan is not None else "tiled"
+    # Single steps fuse the input projection (one launch); so do persistent kernels without grad, so that
+    # inference allocates nothing of size T beyond its input and output (no [T, B, G*H] pre-activations).
+    fuse_input = T == 1 or (kernel != "step" and not save)
     x = _unit_last_stride(x)
     xp = x if fuse_input else torch.nn.functional.linear(x, w_ih, b_ih)
     h0 = h0.contiguous()
@@ -198,7 +281,10 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
     cs = torch.empty((T + 1 if save else 2, B, H), dtype=acc, device=device) if is_lstm else empty()
     saved = sched.alloc(spec.saved * H, acc, device) if save else empty()
 
-    if B > 0 and H > 0:
+    if B > 0 and H > 0 and kernel != "step":
+        _persistent_fwd(kernel, plan, spec, sched, xp, fuse_input, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved,
+                        save)
+    elif B > 0 and H > 0:
         cfg = _config("step_fwd", cell, H, P, B, dtype, device, x.shape[-1] if fuse_input else 0)
         for step in range(T):
             rows = sched.batch(step)
@@ -283,7 +369,14 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
         dyp = sched.alloc(P, dtype, device)  # dL/d(projected h_t), for dW_hr
         w_hr_acc = w_hr.to(acc)
 
-    if B > 0 and H > 0:
+    kernel = choose_kernel(cell, dtype, device, T, B, H, proj) if B > 0 and H > 0 else "step"
+    plan = None
+    if kernel == "cooperative":
+        plan = _resolve_coop(cell, dtype, device, H, B)
+        kernel = "cooperative" if plan is not None else "tiled"
+    if B > 0 and H > 0 and kernel != "step":
+        _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp)
+    elif B > 0 and H > 0:
         cfg = _config("step_bwd", cell, H, GH, B, dtype, device)
         for step in reversed(range(T)):
             rows, rows_next = sched.batch(step), sched.batch(step + 1)
@@ -347,6 +440,73 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     db_hh = sched.flat(dhp).sum(0) if has_bias else none()
     dw_hr = sched.flat(dyp).t() @ sched.flat(hr) if proj else none()
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
+
+
+def _launch_coop(kernel_fn, name, plan, B, H, device, args, n_sizes, **kwargs) -> bool:
+    """Launch a cooperative kernel with fresh barrier counters (inserted before the last ``n_sizes`` arguments
+    of the batch-tiled kernel's ``args``); False if it cannot be resident (it did not run: the caller falls back
+    to the batch-tiled kernel)."""
+    grid = (triton.cdiv(H, plan.BLOCK_H), triton.cdiv(B, plan.BLOCK_B))
+    bar = torch.zeros(grid[1], dtype=torch.int32, device=device)
+    try:
+        kernel_fn[grid](*args[:-n_sizes], bar, *args[-n_sizes:], BLOCK_B=plan.BLOCK_B, BLOCK_H=plan.BLOCK_H,
+                        num_warps=plan.num_warps, num_stages=1, **kwargs)
+    except triton.runtime.errors.OutOfResources as e:
+        warnings.warn(f"fusedrnn: the cooperative kernel does not fit this GPU ({e}); running the batch-tiled "
+                      f"persistent kernel instead.", RuntimeWarning, stacklevel=4)
+        return False
+    launch_counts[name] += 1
+    return True
+
+
+def _persistent_fwd(kernel, plan, spec, sched, xp, fuse_input, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save):
+    """The forward of ``recurrence_fwd`` in one launch: batch-tiled or cooperative (``kernels/persistent.py``);
+    ``xp`` is the input ([T, B, I], FUSE_INPUT) or its projection ([T, B, G*H])."""
+    T, B = sched.T, sched.B
+    H, P, I = w_hh.shape[0] // spec.gates, w_hh.shape[1], w_ih.shape[1]
+    dtype, device = y.dtype, y.device
+    is_lstm = spec.code == CELLS["lstm"].code
+    sizes, offsets = sched.tables(device)
+    s_svt = sched.strides(saved)[0] if save else 0
+    args = (xp, *sched.strides(xp), w_ih, w_ih.stride(0), w_ih.stride(1), b_ih if b_ih is not None else w_ih,
+            h0, h0.stride(0), c0 if is_lstm else cs, c0.stride(0) if is_lstm else 0,
+            w_hh, w_hh.stride(0), w_hh.stride(1), b_hh if b_hh is not None else w_hh,
+            y, *sched.strides(y), cs, saved, s_svt, sizes, offsets, T, B, H, P, I)
+    consts = dict(CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
+                  FUSE_INPUT=fuse_input, PACKED=sched.packed, REVERSE=sched.reverse, **_dot_settings(dtype, device))
+    if kernel == "cooperative" and _launch_coop(_coop_fwd_kernel, "coop_fwd", plan, B, H, device, args, 5,
+                                                BLOCK_K=plan.BLOCK_K, KP=triton.next_power_of_2(P), **consts):
+        return
+    cfg = _config("tiled_fwd", spec.name, H, P, B, dtype, device, I if fuse_input else 0)
+    _tiled_fwd_kernel[(triton.cdiv(B, cfg.BLOCK_B), )](
+        *args, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, **consts)
+    launch_counts["tiled_fwd"] += 1
+
+
+def _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp):
+    """The per-step part of ``recurrence_bwd`` in one launch (gate gradients dHp/dXp; the carries are updated
+    in place to the start of the sequence): batch-tiled or cooperative."""
+    T, B = sched.T, sched.B
+    H, P = w_hh.shape[0] // spec.gates, w_hh.shape[1]
+    dtype, device = y.dtype, y.device
+    is_lstm = spec.code == CELLS["lstm"].code
+    split_dx = spec.code == CELLS["gru"].code
+    sizes, offsets = sched.tables(device)
+    args = (dy, *sched.strides(dy), w_hh, w_hh.stride(0), w_hh.stride(1), carry_h, carry_c,
+            saved, sched.strides(saved)[0], cs, c0 if is_lstm else carry_c, c0.stride(0) if is_lstm else 0,
+            y, *sched.strides(y), h0, h0.stride(0), dhp, *sched.strides(dhp), dxp, *sched.strides(dxp),
+            sizes, offsets, T, B, H, P)
+    consts = dict(CELL=spec.code, G=spec.gates, NS=spec.saved, SPLIT_DX=split_dx, PACKED=sched.packed,
+                  REVERSE=sched.reverse, **_dot_settings(dtype, device))
+    if kernel == "cooperative" and _launch_coop(_coop_bwd_kernel, "coop_bwd", plan, B, H, device, args, 4,
+                                                HP=triton.next_power_of_2(H), **consts):
+        return
+    cfg = _config("tiled_bwd", spec.name, H, spec.gates * H, B, dtype, device)
+    _tiled_bwd_kernel[(triton.cdiv(B, cfg.BLOCK_B), )](
+        *args, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, **consts)
+    launch_counts["tiled_bwd"] += 1
 
 
 def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_ih: torch.Tensor,

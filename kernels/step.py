@@ -31,16 +31,19 @@ from .cells import CELL_GRU, CELL_LSTM, cell_bwd, cell_fwd
 
 
 @triton.jit
-def _load_rows(p, s, p2, s2, split, o_m, m_m, o_c, m_c, TWO_SOURCES: tl.constexpr):
+def _load_rows(p, s, p2, s2, split, o_m, m_m, o_c, m_c, TWO_SOURCES: tl.constexpr, CACHE: tl.constexpr = ""):
     """Tile [rows o_m, columns o_c] of a row-major matrix (unit column stride) whose rows < split lie at p
-    (row stride s) and, with TWO_SOURCES, rows >= split at p2 (row stride s2)."""
+    (row stride s) and, with TWO_SOURCES, rows >= split at p2 (row stride s2). CACHE: the loads' cache
+    modifier (".cg" skips the L1 for data that other programs of the same launch wrote)."""
     if TWO_SOURCES:
         m_1 = m_m & (o_m < split)
         m_2 = m_m & (o_m >= split)
-        b = tl.load(p + o_m[:, None] * s + o_c[None, :], mask=m_1[:, None] & m_c[None, :], other=0.0)
+        b = tl.load(p + o_m[:, None] * s + o_c[None, :], mask=m_1[:, None] & m_c[None, :], other=0.0,
+                    cache_modifier=CACHE)
         b += tl.load(p2 + o_m[:, None] * s2 + o_c[None, :], mask=m_2[:, None] & m_c[None, :], other=0.0)
     else:
-        b = tl.load(p + o_m[:, None] * s + o_c[None, :], mask=m_m[:, None] & m_c[None, :], other=0.0)
+        b = tl.load(p + o_m[:, None] * s + o_c[None, :], mask=m_m[:, None] & m_c[None, :], other=0.0,
+                    cache_modifier=CACHE)
     return b
 
 
@@ -89,6 +92,47 @@ def _store_gate(p, o_rows, s_row, o_h, m, gate, H, value):
 
 
 @triton.jit
+def _load_saved(p_save, o_b, o_h, m, H, NS: tl.constexpr, ACC: tl.constexpr):
+    """The NS activations the forward saved for a tile (rows o_b of [., NS*H]); unused slots are zeros."""
+    s0 = _load_gate(p_save, o_b, NS * H, o_h, m, 0, H, ACC)
+    s1 = tl.zeros_like(s0)
+    s2 = tl.zeros_like(s0)
+    s3 = tl.zeros_like(s0)
+    if NS > 1:
+        s1 = _load_gate(p_save, o_b, NS * H, o_h, m, 1, H, ACC)
+        s2 = _load_gate(p_save, o_b, NS * H, o_h, m, 2, H, ACC)
+        s3 = _load_gate(p_save, o_b, NS * H, o_h, m, 3, H, ACC)
+    return s0, s1, s2, s3
+
+
+@triton.jit
+def _store_saved(p_save, o_b, o_h, m, H, s0, s1, s2, s3, NS: tl.constexpr):
+    _store_gate(p_save, o_b, NS * H, o_h, m, 0, H, s0)
+    if NS > 1:
+        _store_gate(p_save, o_b, NS * H, o_h, m, 1, H, s1)
+        _store_gate(p_save, o_b, NS * H, o_h, m, 2, H, s2)
+        _store_gate(p_save, o_b, NS * H, o_h, m, 3, H, s3)
+
+
+@triton.jit
+def _store_gate_grads(p_dhp, s_dhp, p_dxp, s_dxp, o_b, o_h, m, H, d0, d1, d2, d3, dr2, G: tl.constexpr,
+                      SPLIT_DX: tl.constexpr):
+    """Store a tile's gate gradients: dHp (recurrent pre-activations; GRU's n gate gets dr2) and, SPLIT_DX,
+    dXp (input pre-activations, GRU only; otherwise dXp = dHp)."""
+    _store_gate(p_dhp, o_b, s_dhp, o_h, m, 0, H, d0)
+    if G > 1:
+        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 1, H, d1)
+    if G > 2:
+        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 2, H, dr2)
+    if G > 3:
+        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 3, H, d3)
+    if SPLIT_DX:
+        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 0, H, d0)
+        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 1, H, d1)
+        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 2, H, d2)
+
+
+@triton.jit
 def _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, gate, H, I,
                 ACC: tl.constexpr, HAS_BIAS: tl.constexpr, FUSE_INPUT: tl.constexpr,
                 BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -117,30 +161,16 @@ def _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_w
     return r
 
 
-@triton.jit(do_not_specialize=["B", "B_prev"])
-def _step_fwd_kernel(
-    p_x, s_x,                # [B, G*H] input pre-activations xp_t, or [B, I] inputs x_t (FUSE_INPUT)
-    p_wih, s_wir, s_wic,     # [G*H, I] W_ih (FUSE_INPUT)
-    p_bih,                   # [G*H]    b_ih (FUSE_INPUT and HAS_BIAS)
-    p_h_prev, s_hp,          # [B_prev, K] h_{t-1} of the rows that ran the previous step
-    p_h0, s_h0,              # [B, K]   initial h, read for rows >= B_prev (TWO_SOURCES)
-    p_c_prev, s_cp,          # [B_prev, H] c_{t-1} (LSTM)
-    p_c0, s_c0,              # [B, H]   initial c, read for rows >= B_prev (LSTM, TWO_SOURCES)
-    p_w, s_wr, s_wc,         # [G*H, K] W_hh
-    p_bhh,                   # [G*H]    b_hh (HAS_BIAS)
-    p_h, s_h,                # [B, H]   h_t (out; before the projection, if any)
-    p_c,                     # [B, H]   c_t (out, LSTM), contiguous
-    p_save,                  # [B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous; an
-                             #          accumulator-dtype tensor in any case: it sets the accumulator dtype
-    B, B_prev, H, K, I,
-    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr,
-    FUSE_INPUT: tl.constexpr, TWO_SOURCES: tl.constexpr,
+@triton.jit
+def _fwd_tile(
+    p_x, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_hp, p_h0, s_h0, p_c_prev, s_cp, p_c0, s_c0,
+    p_w, s_wr, s_wc, p_bhh, p_h, s_h, p_c, p_save, B_prev, H, K, I, o_b, o_h, m_b, m_h, m,
+    ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr, TWO_SOURCES: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    ACC: tl.constexpr = p_save.dtype.element_ty  # fp32, or fp64 for fp64 tensors
-    o_b, o_h, m_b, m_h, m = _tile(B, H, BLOCK_B, BLOCK_H)
-
+    """The forward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_fwd_kernel``)."""
     r0 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 0, H, K,
                          ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     x0 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 0, H, I,
@@ -180,11 +210,70 @@ def _step_fwd_kernel(
     if CELL == CELL_LSTM:
         _store_gate(p_c, o_b, H, o_h, m, 0, H, c)
     if SAVE:
-        _store_gate(p_save, o_b, NS * H, o_h, m, 0, H, s0)
-        if NS > 1:
-            _store_gate(p_save, o_b, NS * H, o_h, m, 1, H, s1)
-            _store_gate(p_save, o_b, NS * H, o_h, m, 2, H, s2)
-            _store_gate(p_save, o_b, NS * H, o_h, m, 3, H, s3)
+        _store_saved(p_save, o_b, o_h, m, H, s0, s1, s2, s3, NS)
+
+
+@triton.jit(do_not_specialize=["B", "B_prev"])
+def _step_fwd_kernel(
+    p_x, s_x,                # [B, G*H] input pre-activations xp_t, or [B, I] inputs x_t (FUSE_INPUT)
+    p_wih, s_wir, s_wic,     # [G*H, I] W_ih (FUSE_INPUT)
+    p_bih,                   # [G*H]    b_ih (FUSE_INPUT and HAS_BIAS)
+    p_h_prev, s_hp,          # [B_prev, K] h_{t-1} of the rows that ran the previous step
+    p_h0, s_h0,              # [B, K]   initial h, read for rows >= B_prev (TWO_SOURCES)
+    p_c_prev, s_cp,          # [B_prev, H] c_{t-1} (LSTM)
+    p_c0, s_c0,              # [B, H]   initial c, read for rows >= B_prev (LSTM, TWO_SOURCES)
+    p_w, s_wr, s_wc,         # [G*H, K] W_hh
+    p_bhh,                   # [G*H]    b_hh (HAS_BIAS)
+    p_h, s_h,                # [B, H]   h_t (out; before the projection, if any)
+    p_c,                     # [B, H]   c_t (out, LSTM), contiguous
+    p_save,                  # [B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous; an
+                             #          accumulator-dtype tensor in any case: it sets the accumulator dtype
+    B, B_prev, H, K, I,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr,
+    FUSE_INPUT: tl.constexpr, TWO_SOURCES: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    ACC: tl.constexpr = p_save.dtype.element_ty  # fp32, or fp64 for fp64 tensors
+    o_b, o_h, m_b, m_h, m = _tile(B, H, BLOCK_B, BLOCK_H)
+    _fwd_tile(p_x, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_hp, p_h0, s_h0, p_c_prev, s_cp, p_c0, s_c0,
+              p_w, s_wr, s_wc, p_bhh, p_h, s_h, p_c, p_save, B_prev, H, K, I, o_b, o_h, m_b, m_h, m,
+              ACC, CELL, G, NS, HAS_BIAS, SAVE, FUSE_INPUT, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K,
+              UPCAST_DOT, DOT_PRECISION)
+
+
+@triton.jit
+def _bwd_tile(
+    p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, p_dc, p_save, p_c, p_c_prev, s_cp, p_c0, s_c0,
+    p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_next, B_prev, H, K, o_b, o_h, m_b, m_h, m,
+    ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_NEXT: tl.constexpr,
+    SPLIT_DX: tl.constexpr, TWO_SOURCES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """The backward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_bwd_kernel``)."""
+    dh = _load_gate(p_dh, o_b, H, o_h, m, 0, H, ACC) + _load_gate(p_dy, o_b, s_dy, o_h, m, 0, H, ACC)
+    if HAS_NEXT:
+        dh += _matmul_tile(p_dhp_next, s_dn, p_dhp_next, s_dn, 0, o_b, o_b < B_next, p_w, s_wr, s_wc, o_h, m_h,
+                           G * H, ACC, BLOCK_B, BLOCK_H, BLOCK_K, False, UPCAST_DOT, DOT_PRECISION)
+
+    s0, s1, s2, s3 = _load_saved(p_save, o_b, o_h, m, H, NS, ACC)
+    dc = tl.zeros_like(dh)
+    c_prev = tl.zeros_like(dh)
+    c = tl.zeros_like(dh)
+    h_prev = tl.zeros_like(dh)
+    if CELL == CELL_LSTM:
+        dc = _load_gate(p_dc, o_b, H, o_h, m, 0, H, ACC)
+        c = _load_gate(p_c, o_b, H, o_h, m, 0, H, ACC)
+        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
+    if CELL == CELL_GRU:
+        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
+
+    d0, d1, d2, d3, dr2, dh_prev, dc_prev = cell_bwd(CELL, dh, dc, s0, s1, s2, s3, h_prev, c_prev, c)
+
+    _store_gate_grads(p_dhp, s_dhp, p_dxp, s_dxp, o_b, o_h, m, H, d0, d1, d2, d3, dr2, G, SPLIT_DX)
+    _store_gate(p_dh, o_b, H, o_h, m, 0, H, dh_prev)
+    if CELL == CELL_LSTM:
+        _store_gate(p_dc, o_b, H, o_h, m, 0, H, dc_prev)
 
 
 @triton.jit(do_not_specialize=["B", "B_next", "B_prev"])
@@ -208,44 +297,7 @@ def _step_bwd_kernel(
 ):
     ACC: tl.constexpr = p_dh.dtype.element_ty  # fp32, or fp64 for fp64 tensors
     o_b, o_h, m_b, m_h, m = _tile(B, H, BLOCK_B, BLOCK_H)
-
-    dh = _load_gate(p_dh, o_b, H, o_h, m, 0, H, ACC) + _load_gate(p_dy, o_b, s_dy, o_h, m, 0, H, ACC)
-    if HAS_NEXT:
-        dh += _matmul_tile(p_dhp_next, s_dn, p_dhp_next, s_dn, 0, o_b, o_b < B_next, p_w, s_wr, s_wc, o_h, m_h,
-                           G * H, ACC, BLOCK_B, BLOCK_H, BLOCK_K, False, UPCAST_DOT, DOT_PRECISION)
-
-    s0 = _load_gate(p_save, o_b, NS * H, o_h, m, 0, H, ACC)
-    s1 = tl.zeros_like(dh)
-    s2 = tl.zeros_like(dh)
-    s3 = tl.zeros_like(dh)
-    if NS > 1:
-        s1 = _load_gate(p_save, o_b, NS * H, o_h, m, 1, H, ACC)
-        s2 = _load_gate(p_save, o_b, NS * H, o_h, m, 2, H, ACC)
-        s3 = _load_gate(p_save, o_b, NS * H, o_h, m, 3, H, ACC)
-    dc = tl.zeros_like(dh)
-    c_prev = tl.zeros_like(dh)
-    c = tl.zeros_like(dh)
-    h_prev = tl.zeros_like(dh)
-    if CELL == CELL_LSTM:
-        dc = _load_gate(p_dc, o_b, H, o_h, m, 0, H, ACC)
-        c = _load_gate(p_c, o_b, H, o_h, m, 0, H, ACC)
-        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
-    if CELL == CELL_GRU:
-        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
-
-    d0, d1, d2, d3, dr2, dh_prev, dc_prev = cell_bwd(CELL, dh, dc, s0, s1, s2, s3, h_prev, c_prev, c)
-
-    _store_gate(p_dhp, o_b, s_dhp, o_h, m, 0, H, d0)
-    if G > 1:
-        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 1, H, d1)
-    if G > 2:
-        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 2, H, dr2)
-    if G > 3:
-        _store_gate(p_dhp, o_b, s_dhp, o_h, m, 3, H, d3)
-    if SPLIT_DX:
-        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 0, H, d0)
-        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 1, H, d1)
-        _store_gate(p_dxp, o_b, s_dxp, o_h, m, 2, H, d2)
-    _store_gate(p_dh, o_b, H, o_h, m, 0, H, dh_prev)
-    if CELL == CELL_LSTM:
-        _store_gate(p_dc, o_b, H, o_h, m, 0, H, dc_prev)
+    _bwd_tile(p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, p_dc, p_save, p_c, p_c_prev, s_cp, p_c0, s_c0,
+              p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_next, B_prev, H, K, o_b, o_h, m_b, m_h, m,
+              ACC, CELL, G, NS, HAS_NEXT, SPLIT_DX, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT,
+              DOT_PRECISION)

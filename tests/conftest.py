@@ -16,6 +16,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 
+if os.environ.get("TRITON_INTERPRET") == "1" and os.environ.get("FUSEDRNN_PLAIN_INTERPRETER") != "1":
+    import _interpreter  # noqa: E402
+
+    _interpreter.install()  # the language patched once per launch (tests/_interpreter.py)
+
 _NAN_FACTORIES = ("empty", "empty_like", "empty_strided")
 
 
@@ -39,3 +44,9 @@ def nan_poisoned_allocations(monkeypatch):
     original_new_empty = torch.Tensor.new_empty
     monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: _poison(original_new_empty(self, *a, **k)))
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run first: pytest-xdist hands tests out in collection order, so the longest ones
+    overlap with everything else instead of trailing at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -231,12 +231,13 @@ def test_a_winner_slower_on_retiming_gives_the_heuristic(fake_harness):
 
 
 @pytest.mark.parametrize("kernel,cell,K,I", [("step_fwd", "lstm", 16, 0), ("step_bwd", "gru", 48, 0),
-                                             ("step_fwd", "rnn_tanh", 16, 8)])
+                                             ("step_fwd", "rnn_tanh", 16, 8), ("tiled_fwd", "gru", 16, 0),
+                                             ("tiled_bwd", "lstm", 64, 0), ("tiled_fwd", "rnn_relu", 16, 8)])
 def test_tuner_runs_the_launcher(kernel, cell, K, I):  # noqa: E741
     """Candidates run through fusedrnn.launch under the forced configuration, are checked against the heuristic's
     results, and their recorded launches are what gets timed."""
     p = Problem(kernel, cell, "float32", 16, K, 3, I)
-    space = [StepConfig(2, 8, 8, 1, 1), StepConfig(4, 16, 16, 1, 1)]
+    space = [StepConfig(2, 8, 8, 1, 1, p.variant), StepConfig(4, 16, 16, 1, 1, p.variant)]
     timed = []
 
     def timer(fn):  # the first candidate of the space wins
@@ -246,7 +247,7 @@ def test_tuner_runs_the_launcher(kernel, cell, K, I):  # noqa: E741
     before = launch.launch_counts[kernel]
     r = tuner.tune(p, CPU, strategy="exhaustive", timer=timer, limits=INTERPRETER, steps=2, space=space)
     assert launch.launch_counts[kernel] > before
-    assert r.config == space[0] and r.dropped == {} and r.steps == (1 if I else 2)
+    assert r.config == space[0] and r.dropped == {} and r.steps == (1 if I and p.variant == "step" else 2)
     h = harness.Harness(p, CPU, steps=2)
     _, launches = h.run(space[1], launch=False)  # record only
     assert launches and all(kw["BLOCK_B"] == 4 and kw["BLOCK_H"] == 16 and kw["BLOCK_K"] == 16
@@ -488,7 +489,8 @@ def test_cli_dry_run_lists_keys_and_counts(capsys):
     assert cli.main(["--preset", "smoke", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "NVIDIA H100 80GB HBM3|" in out and "|step_fwd|lstm|float16|H512|K512|I0|B64" in out
-    assert "|step_bwd|lstm|float16|H512|K2048|I0|B64" in out and "2 keys" in out
+    assert "|step_bwd|lstm|float16|H512|K2048|I0|B64" in out and "4 keys" in out
+    assert "|tiled_fwd|lstm|float16|H512|K512|I0|B64" in out and "|tiled_bwd|lstm|float16|H512|K2048|I0|B64" in out
     assert cli.main(["--preset", "bench", "--dry-run"]) == 0
     bench = capsys.readouterr().out
     assert "|decode" not in bench and "|I512|B16" in bench  # decode keys carry the input size
@@ -507,7 +509,7 @@ def test_cli_tunes_writes_each_key_and_resumes(tmp_path, monkeypatch, capsys):
 
     def tune(problem, device, **kwargs):
         calls.append(problem)
-        return tuner.TuneResult(problem, StepConfig(16, 16, 64, 2, 3), problem.heuristic("cuda"), us=2.0,
+        return tuner.TuneResult(problem, StepConfig(16, 16, 64, 2, 3, problem.variant), problem.heuristic("cuda"), us=2.0,
                                 heuristic_us=3.0, steps=8, candidates=432, survivors=198, timed=30)
 
     monkeypatch.setattr(tuner, "tune", tune)
@@ -515,14 +517,14 @@ def test_cli_tunes_writes_each_key_and_resumes(tmp_path, monkeypatch, capsys):
     args = ["--preset", "smoke", "--jobs", "0", "--output", str(out)]
     assert cli.main([*args, "--report", str(report)]) == 0
     entries = json.loads(out.read_text())["entries"]
-    assert len(entries) == 2 == len(calls) and all(k.startswith("Fake GPU|") for k in entries)
+    assert len(entries) == 4 == len(calls) and all(k.startswith("Fake GPU|") for k in entries)
     assert {e["gain"] for e in entries.values()} == {1.5}
     assert "all: gain over the heuristic, geometric mean 1.500x" in capsys.readouterr().out
     assert json.loads(report.read_text())["geomean_gain"] == pytest.approx(1.5)
-    assert len(json.loads(report.read_text())["results"]) == 2
-    assert cli.main(args) == 0 and len(calls) == 2  # nothing left to do
-    assert cli.main([*args, "--show"]) == 0 and "2 tuned entries" in capsys.readouterr().out
-    assert cli.main([*args, "--retune", "--time-budget", "1e-9"]) == 3 and len(calls) == 2
+    assert len(json.loads(report.read_text())["results"]) == 4
+    assert cli.main(args) == 0 and len(calls) == 4  # nothing left to do
+    assert cli.main([*args, "--show"]) == 0 and "4 tuned entries" in capsys.readouterr().out
+    assert cli.main([*args, "--retune", "--time-budget", "1e-9"]) == 3 and len(calls) == 4
     # the shipped-table path: the file written by --output is a valid table
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -539,9 +541,14 @@ def test_presets_are_the_benchmark_shape_sets(monkeypatch):
     assert Problem("step_fwd", "lstm", "float32", 512, 512, 64) == from_registry[0]  # fastrnns first
     assert Problem("step_fwd", "lstm", "float16", 768, 768, 16, 768) in from_registry  # a decode step
     assert {p.cell for p in from_registry} == {"lstm", "gru", "rnn_tanh"}
-    assert presets.expand(["h_sweep"], cells=("lstm",), dtypes=("float16",)) == [
+    sweep = presets.expand(["h_sweep"], cells=("lstm",), dtypes=("float16",))
+    assert [p for p in sweep if p.variant == "step"] == [
         Problem(k, "lstm", "float16", H, H if k == "step_fwd" else 4 * H, 32)
         for H in (64, 128, 256, 512, 1024, 2048) for k in ("step_fwd", "step_bwd")]
+    assert {p for p in sweep if p.variant == "tiled"} == {  # inference (fused input), training fwd and bwd
+        Problem(k, "lstm", "float16", H, H if k == "tiled_fwd" else 4 * H, 32, I)
+        for H in (64, 128, 256, 512, 1024, 2048)
+        for k, I in (("tiled_fwd", H), ("tiled_fwd", 0), ("tiled_bwd", 0))}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")

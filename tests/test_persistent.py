@@ -1,0 +1,337 @@
+"""Persistent kernels (issue 4): batch-tiled and cooperative, forward and backward, every cell, against torch.nn
+in float64; dispatch and its forcing; launches and memory that do not grow with T; long sequences.
+
+Under the interpreter programs run one after another, so the cooperative kernel runs here only as a single
+program (the whole layer in one program: the barrier is passed at once); its multi-program tests need a GPU.
+"""
+
+import dataclasses
+import os
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import fusedrnn
+from _helpers import TOL, assert_close, kernels_ran, make_pair
+from fusedrnn import launch
+from fusedrnn.autotune import runtime as autotune_runtime
+from fusedrnn.autotune.spaces import KNOWN_GPUS, StepConfig
+
+CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+F64 = torch.float64
+ON_GPU = torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+NEEDS_GPU = pytest.mark.skipif(not ON_GPU, reason="the cooperative kernel's programs must all be resident at once; "
+                                                  "the interpreter runs them one after another (a multi-program "
+                                                  "grid would wait forever at its first barrier)")
+KERNEL_NAMES = {"tiled": ("tiled_fwd", "tiled_bwd"), "cooperative": ("coop_fwd", "coop_bwd")}
+
+
+def _states(out):
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def _run(module, x, hx, packed_lengths=None, seed=7):
+    """(outputs, final states, gradients of inputs, states and parameters) of one forward+backward."""
+    inp = x if packed_lengths is None else pack_padded_sequence(x, packed_lengths, enforce_sorted=False)
+    out, states = module(inp, hx)
+    out = out if packed_lengths is None else out.data
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)).sum()
+    for s in _states(states):
+        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype).to(s.device)).sum()
+    leaves = [x, *(_states(hx) if hx is not None else []), *module.parameters()]
+    grads = torch.autograd.grad(loss, leaves)
+    return out, _states(states), grads
+
+
+def _compare(cell, kernel, *, B=3, T=5, I=4, H=6, layers=1, bidirectional=True, lengths=None, dtype=F64,
+             device=DEVICE):
+    torch.manual_seed(0)
+    ref, fused = make_pair(cell, I, H, dtype=dtype, num_layers=layers, bidirectional=bidirectional)
+    ref, fused = ref.to(device), fused.to(device)
+    n = layers * (2 if bidirectional else 1)
+    x = torch.randn(T, B, I, dtype=dtype, device=device, requires_grad=True)
+    hx = tuple(torch.randn(n, B, H, dtype=dtype, device=device, requires_grad=True)
+               for _ in range(2 if cell == "lstm" else 1))
+    hx = hx if cell == "lstm" else hx[0]
+    with kernels_ran(*KERNEL_NAMES[kernel]), fusedrnn.use_kernel(kernel):
+        got = _run(fused, x, hx, lengths)
+    want = _run(ref, x, hx, lengths)
+    assert_close("output", want[0], got[0], dtype)
+    for i, (w, g) in enumerate(zip(want[1], got[1])):
+        assert_close(f"state {i}", w, g, dtype)
+    names = ["x", *[f"hx{i}" for i in range(len(_states(hx)))], *[n for n, _ in fused.named_parameters()]]
+    for name, w, g in zip(names, want[2], got[2]):
+        assert_close(f"grad {name}", w, g, dtype)
+
+
+# ---- parity -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", ["tiled", "cooperative"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_parity_dense_bidirectional(cell, kernel):
+    _compare(cell, kernel)
+
+
+@pytest.mark.parametrize("kernel", ["tiled", "cooperative"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_parity_packed_unsorted_two_layers(cell, kernel):
+    """Packed, unsorted lengths, both directions (reverse sequences start at their own last element), 2 layers."""
+    _compare(cell, kernel, B=4, T=5, layers=2, lengths=[3, 5, 1, 4])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_tiled_many_programs_chunks_and_k_blocks(cell):
+    """Several batch tiles, hidden chunks and K blocks per program (forced small tiles), odd sizes."""
+    tiles = StepConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4, num_warps=1, num_stages=1, variant="tiled")
+    with autotune_runtime.forced(tiles):
+        _compare(cell, "tiled", B=5, T=4, I=3, H=10, bidirectional=False, lengths=[4, 2, 4, 1, 3])
+
+
+@pytest.mark.parametrize("kernel", ["tiled", "cooperative"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_fuses_the_input_projection(cell, kernel):
+    """Without grad the persistent kernels compute x_t @ W_ih^T inside (no [T, B, G*H] buffer): same values."""
+    torch.manual_seed(1)
+    ref, fused = make_pair(cell, 5, 7, dtype=F64, bidirectional=True)
+    x = torch.randn(6, 3, 5, dtype=F64)
+    with torch.no_grad(), kernels_ran(KERNEL_NAMES[kernel][0]), fusedrnn.use_kernel(kernel):
+        out, states = fused(x)
+    with torch.no_grad():
+        ref_out, ref_states = ref(x)
+    assert_close("output", ref_out, out, F64)
+    for w, g in zip(_states(ref_states), _states(states)):
+        assert_close("state", w, g, F64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_persistent_and_stepwise_mix(cell):
+    """A persistent forward with a stepwise backward and the reverse: the saved tensors are the same layout."""
+    torch.manual_seed(2)
+    ref, fused = make_pair(cell, 3, 5, dtype=F64)
+    x = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
+    want = torch.autograd.grad(ref(x)[0].sum(), [x, *ref.parameters()])
+    for first, second in (("tiled", "step"), ("step", "tiled")):
+        with fusedrnn.use_backend("triton"), fusedrnn.use_kernel(first):
+            out = fused(x)[0].sum()
+        with fusedrnn.use_backend("triton"), fusedrnn.use_kernel(second):
+            got = torch.autograd.grad(out, [x, *fused.parameters()])
+        for w, g in zip(want, got):
+            assert_close(f"{first} forward, {second} backward", w, g, F64)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_tiled(dtype):
+    """bf16/fp16 through the batch-tiled kernel, against an fp32 run of the same rounded weights."""
+    torch.manual_seed(3)
+    ref, fused = make_pair("lstm", 8, 16, dtype=torch.float32)
+    fused = fused.to(dtype)
+    ref.load_state_dict({k: v.to(dtype).float() for k, v in ref.state_dict().items()})
+    x = torch.randn(12, 3, 8).to(dtype)
+    with torch.no_grad(), kernels_ran("tiled_fwd"), fusedrnn.use_kernel("tiled"):
+        out, (h, c) = fused(x)
+    with torch.no_grad():
+        ref_out, (ref_h, ref_c) = ref(x.float())
+    assert out.dtype == dtype and h.dtype == dtype and c.dtype == dtype
+    for name, w, g in (("output", ref_out, out), ("h_n", ref_h, h), ("c_n", ref_c, c)):
+        assert_close(name, w, g, dtype)
+
+
+# ---- dispatch -------------------------------------------------------------------------------------------------
+
+
+def test_kernel_setting_is_validated_and_scoped():
+    assert fusedrnn.get_kernel() == "auto"
+    with fusedrnn.use_kernel("tiled"):
+        assert fusedrnn.get_kernel() == "tiled"
+    assert fusedrnn.get_kernel() == "auto"
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        fusedrnn.set_kernel("persistent")
+
+
+def test_forcing_a_persistent_kernel_with_a_projection_is_an_error():
+    m = fusedrnn.LSTM(3, 4, proj_size=2)
+    with fusedrnn.use_backend("triton"), fusedrnn.use_kernel("tiled"), pytest.raises(ValueError, match="proj"):
+        m(torch.randn(3, 2, 3))
+
+
+def test_auto_heuristic():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    h100 = KNOWN_GPUS["H100"]
+    pick = launch.choose_kernel
+    assert pick("lstm", torch.float32, cpu, 255, 4, 8, False) == "step"
+    assert pick("lstm", torch.float32, cpu, 256, 4, 8, False) == "tiled"
+    assert pick("lstm", torch.float32, cpu, 10_000, 4, 8, True) == "step"  # projections: step only
+    assert pick("gru", torch.bfloat16, cuda, 1, 16, 128, False, h100) == "step"
+    assert pick("gru", torch.bfloat16, cuda, 1024, 16, 128, False, h100) == "cooperative"
+    assert pick("lstm", torch.bfloat16, cuda, 1024, 16, 768, False, h100) == "tiled"  # slice too large
+    assert pick("lstm", torch.bfloat16, cuda, 100, 16, 768, False, h100) == "step"
+    assert pick("rnn_tanh", torch.float16, cuda, 64, 8, 256, False, h100) == "cooperative"
+
+
+def test_coop_plan_refuses_what_cannot_be_resident(monkeypatch):
+    cuda = torch.device("cuda")
+    few = dataclasses.replace(KNOWN_GPUS["H100"], sms=2)
+    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 16, few)
+    assert plan is None and "SMs" in why
+    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, few)
+    assert plan is not None and plan.BLOCK_H * few.sms >= 128
+    plan, why = launch.coop_plan("lstm", torch.float16, cuda, 768, 16, KNOWN_GPUS["H100"])
+    assert plan is None and "wider" in why
+    monkeypatch.setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "50")
+    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, KNOWN_GPUS["H100"])
+    assert plan is None and "MPS" in why
+
+
+def test_forced_cooperative_falls_back_to_tiled_when_refused(monkeypatch):
+    monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (None, "a test says no"))
+    torch.manual_seed(4)
+    ref, fused = make_pair("gru", 3, 4, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    with kernels_ran("tiled_fwd"), fusedrnn.use_kernel("cooperative"), torch.no_grad(), \
+            pytest.warns(RuntimeWarning, match="a test says no"):
+        out, _ = fused(x)
+    assert_close("output", ref(x)[0].detach(), out, F64)
+
+
+# ---- launches and memory independent of T ---------------------------------------------------------------------
+
+
+def _launches(fn):
+    before = dict(launch.launch_counts)
+    fn()
+    return {k: v - before.get(k, 0) for k, v in launch.launch_counts.items() if v != before.get(k, 0)}
+
+
+@pytest.mark.slow
+def test_long_forward_launches_do_not_grow_with_T():
+    """Default settings, T >= 256: one kernel launch per layer and direction, whatever T."""
+    m = fusedrnn.GRU(2, 3, bidirectional=True)
+    counts = {}
+    for T in (256, 270):
+        x = torch.randn(T, 1, 2)
+        with fusedrnn.use_backend("triton"), torch.no_grad():
+            counts[T] = _launches(lambda: m(x))
+    assert counts[256] == counts[270] == {"tiled_fwd": 2}
+
+
+class _Allocations(TorchDispatchMode):
+    """Sizes (numel) of every tensor a torch op creates."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out, )):
+            if isinstance(t, torch.Tensor) and not func._schema.is_mutable:
+                self.sizes.append(t.numel())
+        return out
+
+
+@pytest.mark.parametrize("kernel", ["tiled", "cooperative"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_inference_memory_does_not_grow_with_T(cell, kernel):
+    """Without grad, the launcher allocates nothing that grows with T except the output itself."""
+    spec = launch.CELLS[cell]
+    H, I, B = 3, 2, 2
+    w_ih, w_hh = torch.randn(spec.gates * H, I), torch.randn(spec.gates * H, H)
+    b_ih, b_hh = torch.randn(spec.gates * H), torch.randn(spec.gates * H)
+    sizes = {}
+    for T in (6, 12):
+        x = torch.randn(T, B, I)
+        h0, c0 = torch.randn(B, H), torch.randn(B, H) if cell == "lstm" else None
+        with fusedrnn.use_kernel(kernel), _Allocations() as rec:
+            y, *_ = launch.recurrence_fwd(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, False, False)
+        sizes[T] = sorted(n for n in rec.sizes if n != y.numel())
+    assert sizes[6] == sizes[12], f"allocations that grow with T: {sizes}"
+
+
+def test_training_saves_only_what_the_backward_reads():
+    """The forward's saved tensors: y (the output), the activations (NS per unit and step) and, LSTM, c."""
+    cell, H, I, B, T = "lstm", 3, 2, 2, 7
+    spec = launch.CELLS[cell]
+    args = (torch.randn(T, B, I), torch.randn(B, H), torch.randn(B, H), torch.randn(4 * H, I), torch.randn(4 * H, H),
+            None, None, None, None, False, True)
+    with fusedrnn.use_kernel("tiled"):
+        y, h_n, c_n, saved, cs, hr = launch.recurrence_fwd(cell, *args)
+    assert saved.shape == (T, B, spec.saved * H) and cs.shape == (T + 1, B, H) and hr.numel() == 0
+
+
+# ---- long sequences ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_long_sequence_against_torch():
+    """T = 3,000 through the default (persistent) path: outputs and state against torch.nn."""
+    torch.manual_seed(5)
+    ref, fused = make_pair("rnn_tanh", 2, 4, dtype=F64)
+    x = torch.randn(3000, 2, 2, dtype=F64)
+    with torch.no_grad(), kernels_ran("tiled_fwd"):
+        out, h = fused(x)
+    with torch.no_grad():
+        ref_out, ref_h = ref(x)
+    assert_close("output", ref_out, out, F64)
+    assert_close("h_n", ref_h, h, F64)
+
+
+LONG = pytest.mark.skipif(os.environ.get("FUSEDRNN_LONG_TESTS") != "1",
+                          reason="T=100,000 takes ~20 min under the interpreter (about 11 ms per step); "
+                                 "FUSEDRNN_LONG_TESTS=1 runs it")
+
+
+@LONG
+def test_hundred_thousand_steps():
+    """T = 100,000 at B=2 (int64 offsets, one launch): against torch.nn."""
+    torch.manual_seed(6)
+    ref, fused = make_pair("rnn_tanh", 2, 4, dtype=torch.float32)
+    x = torch.randn(100_000, 2, 2)
+    with torch.no_grad(), kernels_ran("tiled_fwd"):
+        out, h = fused(x)
+    with torch.no_grad():
+        ref_out, ref_h = ref(x)
+    assert_close("output", ref_out, out, torch.float32)
+    assert_close("h_n", ref_h, h, torch.float32)
+
+
+# ---- the cooperative kernel on a GPU ----------------------------------------------------------------------------
+
+
+@NEEDS_GPU
+@pytest.mark.parametrize("cell", CELLS)
+def test_cooperative_multi_program_gpu(cell):
+    """Many programs (hidden slices x batch tiles) meeting at the grid barrier: against torch.nn in float32."""
+    H, B = 64, 40  # 4 hidden slices of 16 x 3 batch tiles of 16
+    plan, why = launch.coop_plan(cell, torch.float32, torch.device("cuda"), H, B)
+    if plan is None:
+        pytest.skip(why)
+    torch.manual_seed(0)
+    ref, fused = make_pair(cell, 8, H, dtype=torch.float32, bidirectional=True)
+    ref, fused = ref.cuda(), fused.cuda()
+    x = torch.randn(40, B, 8, device="cuda", requires_grad=True)
+    with kernels_ran("coop_fwd", "coop_bwd"), fusedrnn.use_kernel("cooperative"):
+        out, _, grads = _run(fused, x, None)
+    torch.backends.cudnn.allow_tf32 = False  # IEEE fp32 on both sides
+    try:
+        ref_out, _, ref_grads = _run(ref, x, None)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+    tol = dict(atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out, ref_out, **tol)
+    for g, w in zip(grads, ref_grads):
+        torch.testing.assert_close(g, w, **tol)
+
+
+@NEEDS_GPU
+def test_cooperative_packed_gpu():
+    _compare("lstm", "cooperative", B=40, T=9, I=8, H=32, layers=2, lengths=list(range(9, 0, -1)) * 4 + [3] * 4,
+             dtype=torch.float64, device="cuda")
+
+
+def test_tolerances_cover_persistent_dtypes():
+    assert set(TOL) >= {torch.float64, torch.float32, torch.float16, torch.bfloat16}
