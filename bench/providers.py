@@ -6,9 +6,10 @@ GEMM, or inside cuDNN) and returns (output, [h_n] or [h_n, c_n]) shaped as torch
 forward+backward mode it also names the leaf tensors it differentiates; their gradients are mapped back to
 torch.nn's weight layout for the correctness check.
 
-fusedrnn variants live in ``FUSEDRNN_VARIANTS``: a new kernel variant (the persistent kernels) is one more
-entry there; its runner enters ``fusedrnn.use_kernel(variant)`` once fusedrnn has that switch. Today the
-stepwise kernel is the only one, so "fusedrnn-step" forces the Triton backend and nothing else. The Cell
+fusedrnn variants live in ``FUSEDRNN_VARIANTS``: "fusedrnn" is the dispatcher's own choice, "fusedrnn-step",
+"fusedrnn-tiled" and "fusedrnn-coop" force one kernel (the runner enters ``fusedrnn.use_kernel(variant)`` on the
+Triton backend). A forced cooperative kernel that cannot run a shape falls back to the batch-tiled one with a
+warning; the launch probe of each row records which kernels actually ran. The Cell
 providers ("fusedrnn-cell", "torch-cell": LSTMCell/GRUCell/RNNCell) take part in the decode mode only.
 
 Tiers: "core" providers (fusedrnn's paths and cuDNN) run on every case; "peer" providers (torch.nn without
@@ -27,9 +28,9 @@ from .base import Env, Provider, Runner, Unavailable, cudnn_enabled, module_runn
 
 # ---------------------------------------------------------------------------------------------- fusedrnn
 
-#: provider name -> kernel variant (None: the dispatcher's own choice). Add a variant here when fusedrnn
-#: gains it, e.g. "fusedrnn-persistent": "persistent".
-FUSEDRNN_VARIANTS = {"fusedrnn": None, "fusedrnn-step": "step"}
+#: provider name -> kernel variant (None: the dispatcher's own choice); see fusedrnn.use_kernel.
+FUSEDRNN_VARIANTS = {"fusedrnn": None, "fusedrnn-step": "step", "fusedrnn-tiled": "tiled",
+                     "fusedrnn-coop": "cooperative"}
 
 
 def _variant_context(variant: str | None):
@@ -37,18 +38,10 @@ def _variant_context(variant: str | None):
     import fusedrnn
     if variant is None:
         return contextlib.nullcontext
-    use_kernel = getattr(fusedrnn, "use_kernel", None)
-    if use_kernel is None and variant != "step":
-        raise Unavailable(f"this fusedrnn has no way to select the kernel variant {variant!r}")
-
     @contextlib.contextmanager
     def context():
-        with fusedrnn.use_backend("triton"):
-            if use_kernel is None:  # today: the stepwise kernel is the only Triton kernel
-                yield
-            else:
-                with use_kernel(variant):
-                    yield
+        with fusedrnn.use_backend("triton"), fusedrnn.use_kernel(variant):
+            yield
     return context
 
 

@@ -1,8 +1,9 @@
-"""Compile the step kernels for an NVIDIA H100 (sm_90a) without a GPU and report their resources.
+"""Compile fusedrnn's kernels (step, batch-tiled, cooperative) for an NVIDIA H100 (sm_90a) without a GPU and report their resources.
 
     python -m bench.resources                      # every combination the launcher uses, as a table
     python -m bench.resources --json rows.json     # also write the rows
     python -m bench.resources --src .              # load kernels/ and autotune/ by path (no torch, no fusedrnn)
+    python -m bench.resources --dispatch           # only what dispatch picks on an H100 (tests assert on it)
 
 Each kernel goes through ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``: frontend,
 TTGIR, LLVM, PTX and the ptxas bundled with Triton; no CUDA driver is touched. The signature mirrors what
@@ -36,7 +37,7 @@ CELLS = {"lstm": (0, 4, 4), "gru": (1, 3, 4), "rnn_tanh": (2, 1, 1), "rnn_relu":
 #: name -> (tensor dtype, accumulator dtype, DOT_PRECISION), as fusedrnn.launch._dot_settings picks on CUDA.
 DTYPES = {"fp16": ("fp16", "fp32", "tf32"), "bf16": ("bf16", "fp32", "tf32"), "fp32": ("fp32", "fp32", "ieee"),
           "fp32-tf32": ("fp32", "fp32", "tf32"), "fp64": ("fp64", "fp64", "ieee")}
-ACC_PTRS = {"p_c_prev", "p_c", "p_save", "p_dh", "p_dc"}
+ACC_PTRS = {"p_c_prev", "p_c", "p_save", "p_dh", "p_dc", "p_cs"}
 HIDDEN = (256, 512, 768, 1024)
 BATCH = (16, 64)
 ARCH = 90
@@ -62,43 +63,62 @@ def _modules():
             sys.modules.get("_fr_autotune") or _load_by_path("_fr_autotune", os.path.join(_SRC, "autotune")))
 
 
-def _strides(kind: str, G: int, H: int, K: int) -> dict:
-    """Integer arguments as the launcher passes them for contiguous [T, B, .] buffers (B excluded)."""
-    if kind == "fwd":
-        return dict(s_xp=G * H, s_hp=K, s_wr=K, s_wc=1, s_h=H, H=H, K=K)
-    return dict(s_dn=G * H, s_wr=K, s_wc=1, s_dy=H, s_hp=K, s_dhp=G * H, s_dxp=G * H, H=H, K=K)
+#: kernel -> the function's name in kernels/.
+KERNEL_FNS = {"step_fwd": "_step_fwd_kernel", "step_bwd": "_step_bwd_kernel", "tiled_fwd": "_tiled_fwd_kernel",
+              "tiled_bwd": "_tiled_bwd_kernel", "coop_fwd": "_coop_fwd_kernel", "coop_bwd": "_coop_bwd_kernel"}
+KINDS = tuple(KERNEL_FNS)
+UNIT_STRIDES = {"s_wc", "s_wic"}  # W's column strides: 1 for contiguous weights, so Triton makes them constants
+UNSPECIALIZED = {"T", "B", "B_prev", "B_next"}  # do_not_specialize in the kernels
+INDEX_PTRS = {"p_sizes": "*i64", "p_offsets": "*i64", "p_bar": "*i32"}
 
 
-def build_source(kind: str, cell: str, dtype: str, H: int, B: int, save: bool = True, has_bias: bool = True,
-                 has_next: bool = True):
-    """(ASTSource, options, block config) of one launch of ``_step_fwd_kernel`` / ``_step_bwd_kernel``."""
+def config_for(kind: str, cell: str, dtype: str, H: int, B: int, limits=None):
+    """The configuration fusedrnn's heuristics give this kernel on the GPU ``limits`` (default: an H100): the
+    step and batch-tiled kernels' ``default_step_config``, the cooperative kernel's ``coop_config`` (None
+    when the cooperative kernel would not run this shape)."""
+    _, autotune = _modules()
+    spaces = sys.modules[autotune.__name__ + ".spaces"]
+    _, G, _ = CELLS[cell]
+    itemsize = {"fp16": 2, "bf16": 2, "fp32": 4, "fp64": 8}[DTYPES[dtype][0]]
+    variant, direction = kind.split("_")
+    if variant == "coop":
+        return spaces.coop_config(G, itemsize, H, B, limits or spaces.KNOWN_GPUS["H100"])[0]
+    width = H if direction == "fwd" else G * H
+    return spaces.default_step_config("cuda", H, width, B, itemsize, variant)
+
+
+def build_source(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, save: bool = True,
+                 has_bias: bool = True, has_next: bool = True, fuse_input: bool = False):
+    """(ASTSource, options, config) of one launch of a kernel (a key of KERNEL_FNS), as ``fusedrnn.launch``
+    makes it for contiguous tensors with H a multiple of 16 (pointers and ints divisible by 16, W's unit column
+    stride a constant, the batch and the length never specialized). ``cfg`` defaults to ``config_for``."""
     import triton
-    kernels, autotune = _modules()
+    kernels, _ = _modules()
     code, G, NS = CELLS[cell]
     ty, acc, precision = DTYPES[dtype]
-    K = H
-    fn = kernels._step_fwd_kernel if kind == "fwd" else kernels._step_bwd_kernel
-    itemsize = {"fp16": 2, "bf16": 2, "fp32": 4, "fp64": 8}[ty]
-    cfg = autotune.default_step_config("cuda", H, K if kind == "fwd" else G * H, B, itemsize)
-    constexprs = dict(CELL=code, G=G, NS=NS, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
-                      UPCAST_DOT=False, DOT_PRECISION=precision)
-    constexprs.update(dict(HAS_BIAS=has_bias, SAVE=save) if kind == "fwd" else
-                      dict(HAS_NEXT=has_next, SPLIT_DX=cell == "gru"))
-    ints = _strides(kind, G, H, K)
-    signature, attrs = {}, {}
+    cfg = cfg or config_for(kind, cell, dtype, H, B)
+    if cfg is None:
+        raise ValueError(f"the cooperative kernel does not run {cell} H={H} B={B} {dtype} on an H100")
+    fn = getattr(kernels, KERNEL_FNS[kind])
+    params = dict(CELL=code, G=G, NS=NS, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
+                  UPCAST_DOT=False, DOT_PRECISION=precision, HAS_BIAS=has_bias, SAVE=save, HAS_NEXT=has_next,
+                  SPLIT_DX=cell == "gru", FUSE_INPUT=fuse_input, TWO_SOURCES=False, PACKED=False, REVERSE=False,
+                  KP=triton.next_power_of_2(H), HP=triton.next_power_of_2(H))
+    constexprs, signature, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
-        if name in constexprs:
-            signature[name] = "constexpr"
+        if name in params:
+            signature[name], constexprs[name] = "constexpr", params[name]
+        elif name in INDEX_PTRS:
+            signature[name] = INDEX_PTRS[name]
+            attrs[(i, )] = [["tt.divisibility", 16]]
         elif name.startswith("p_"):
             signature[name] = "*" + (acc if name in ACC_PTRS else ty)
             attrs[(i, )] = [["tt.divisibility", 16]]
-        elif name == "B":
-            signature[name] = "i32"  # do_not_specialize
-        elif ints[name] == 1:
+        elif name in UNIT_STRIDES:
             signature[name], constexprs[name] = "constexpr", 1
         else:
             signature[name] = "i32"
-            if ints[name] % 16 == 0:
+            if name not in UNSPECIALIZED:
                 attrs[(i, )] = [["tt.divisibility", 16]]
     src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     options = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=True)
@@ -137,38 +157,85 @@ def _analyze(ptx: str, cubin: bytes) -> dict:
                 spill_loads=int(spills.group(2)) if spills else None, mma=mma)
 
 
-def compile_step_kernel(kind: str, cell: str, dtype: str, H: int, B: int, **flags) -> dict:
-    """Compile one step kernel for sm_90 and return its row.
+def compile_kernel(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, **flags) -> dict:
+    """Compile one kernel for sm_90 and return its row.
 
-    Args: kind "fwd" or "bwd"; cell a key of CELLS; dtype a key of DTYPES; H hidden size; B batch;
-    flags save / has_bias (fwd) or has_next (bwd). Raises on a failed compile.
+    Args: kind a key of KERNEL_FNS; cell a key of CELLS; dtype a key of DTYPES; H hidden size; B batch;
+    cfg a StepConfig (default: fusedrnn's heuristic, ``config_for``); flags save / has_bias / fuse_input
+    (forward kernels) or has_next (step_bwd). Raises on a failed compile.
     Row keys: the arguments, BLOCK_B/H/K, num_warps, num_stages, regs, spills (bytes stored + loaded),
     spill_stores, spill_loads, smem (bytes), mma (instruction counts), tensor_cores (e.g. "HGMMA" or "none").
     """
     import triton
     from triton.backends.compiler import GPUTarget
-    src, options, cfg = build_source(kind, cell, dtype, H, B, **flags)
+    src, options, cfg = build_source(kind, cell, dtype, H, B, cfg, **flags)
     with contextlib.redirect_stdout(io.StringIO()):  # ptxas failures print the whole PTX
         k = triton.compile(src, target=GPUTarget("cuda", ARCH, 32), options=options)
     res = _analyze(k.asm["ptx"], k.asm["cubin"])
     used = [op for op, n in res["mma"].items() if n]
-    return dict(kind=kind, cell=cell, dtype=dtype, H=H, B=B, **flags, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H,
+    return dict(kind=kind, cell=cell, dtype=dtype, H=H, B=B, **flags, variant=cfg.variant, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H,
                 BLOCK_K=cfg.BLOCK_K, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **res,
                 spills=(res["spill_stores"] or 0) + (res["spill_loads"] or 0), smem=k.metadata.shared,
                 tensor_cores="+".join(used) if used else "none")
 
 
-def combinations(cells=tuple(CELLS), dtypes=tuple(DTYPES), hidden=HIDDEN, batch=BATCH):
-    """(kind, cell, dtype, H, B, flags) of every launch configuration to cover."""
+def _flag_sets(kind: str):
+    if kind == "step_fwd":
+        return [dict(save=save, has_bias=has_bias) for save in (True, False) for has_bias in (True, False)]
+    if kind == "step_bwd":
+        return [dict(has_next=True), dict(has_next=False)]
+    if kind.endswith("_fwd"):  # persistent: training (input projection precomputed) and inference (fused)
+        return [dict(save=True, fuse_input=False), dict(save=False, fuse_input=True)]
+    return [{}]
+
+
+def combinations(cells=tuple(CELLS), dtypes=tuple(DTYPES), hidden=HIDDEN, batch=BATCH, kinds=KINDS):
+    """(kind, cell, dtype, H, B, flags) of every launch configuration to cover (cooperative kernels only where
+    fusedrnn would run them on an H100)."""
+    for kind in kinds:
+        for cell in cells:
+            for dtype in dtypes:
+                for H in hidden:
+                    for B in batch:
+                        if kind.startswith("coop") and config_for(kind, cell, dtype, H, B) is None:
+                            continue
+                        for flags in _flag_sets(kind):
+                            yield kind, cell, dtype, H, B, flags
+
+
+LENGTHS = (100, 1024)
+
+
+def dispatched(cells=tuple(CELLS), dtypes=("bf16", "fp16"), hidden=HIDDEN, batch=BATCH, lengths=LENGTHS):
+    """(kind, cell, dtype, H, B, flags) of the kernels fusedrnn's dispatch runs on an H100 (no tuned table: the
+    heuristics) for a training step (forward with saved activations, backward) and an inference forward, at
+    each sequence length in ``lengths``. Imports fusedrnn (and torch)."""
+    import torch
+
+    from fusedrnn import launch
+    _, autotune = _modules()
+    h100 = sys.modules[autotune.__name__ + ".spaces"].KNOWN_GPUS["H100"]
+    dt = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "fp32-tf32": torch.float32,
+          "fp64": torch.float64}
+    seen = set()
     for cell in cells:
         for dtype in dtypes:
             for H in hidden:
                 for B in batch:
-                    for save in (True, False):
-                        for has_bias in (True, False):
-                            yield "fwd", cell, dtype, H, B, dict(save=save, has_bias=has_bias)
-                    for has_next in (True, False):
-                        yield "bwd", cell, dtype, H, B, dict(has_next=has_next)
+                    for T in lengths:
+                        kernel = launch.choose_kernel(cell, dt[dtype], torch.device("cuda"), T, B, H, False, h100)
+                        if kernel == "step":
+                            kinds = [("step_fwd", dict(save=True, has_bias=True)),
+                                     ("step_fwd", dict(save=False, has_bias=True)), ("step_bwd", dict(has_next=True))]
+                        else:
+                            prefix = "coop" if kernel == "cooperative" else "tiled"
+                            kinds = [(f"{prefix}_fwd", dict(save=True, fuse_input=False)),
+                                     (f"{prefix}_fwd", dict(save=False, fuse_input=True)), (f"{prefix}_bwd", {})]
+                        for kind, flags in kinds:
+                            key = (kind, cell, dtype, H, B, tuple(sorted(flags.items())))
+                            if key not in seen:
+                                seen.add(key)
+                                yield kind, cell, dtype, H, B, flags
 
 
 def _error_line(e: BaseException) -> str:
@@ -182,7 +249,7 @@ def _error_line(e: BaseException) -> str:
 def _safe_row(combo) -> dict:
     kind, cell, dtype, H, B, flags = combo
     try:
-        return dict(compile_step_kernel(kind, cell, dtype, H, B, **flags), ok=True)
+        return dict(compile_kernel(kind, cell, dtype, H, B, **flags), ok=True)
     except Exception as e:  # noqa: BLE001 - one failing combination must not hide the others
         return dict(kind=kind, cell=cell, dtype=dtype, H=H, B=B, **flags, ok=False, error=_error_line(e),
                     error_full=str(e)[-4000:])
@@ -220,17 +287,16 @@ def run_all(combos, jobs: int = 1, src=None) -> list[dict]:
 
 
 def _flags(r: dict) -> str:
-    if r["kind"] == "fwd":
-        return f"save={int(r['save'])} bias={int(r['has_bias'])}"
-    return f"next={int(r['has_next'])}"
+    names = {"save": "save", "has_bias": "bias", "has_next": "next", "fuse_input": "fuse"}
+    return " ".join(f"{short}={int(r[k])}" for k, short in names.items() if k in r)
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'kind':4} {'cell':8} {'dtype':9} {'H':>5} {'B':>3} {'flags':15} {'blocks':10} " \
+    head = f"{'kind':9} {'cell':8} {'dtype':9} {'H':>5} {'B':>3} {'flags':15} {'blocks':10} " \
            f"{'regs':>4} {'spill':>6} {'smem':>6}  tensor cores / error"
     out = [head, "-" * len(head)]
     for r in rows:
-        row = f"{r['kind']:4} {r['cell']:8} {r['dtype']:9} {r['H']:>5} {r['B']:>3} {_flags(r):15} "
+        row = f"{r['kind']:9} {r['cell']:8} {r['dtype']:9} {r['H']:>5} {r['B']:>3} {_flags(r):15} "
         if r["ok"]:
             blocks = f"{r['BLOCK_B']}x{r['BLOCK_H']}x{r['BLOCK_K']}"
             mma = " ".join(f"{op}x{n}" for op, n in r["mma"].items() if n) or "none"
@@ -248,13 +314,20 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     p.add_argument("--src", metavar="DIR", help="load kernels/ and autotune/ from this repo root by path")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    p.add_argument("--dispatch", action="store_true",
+                   help="only the kernels fusedrnn's dispatch picks on an H100 (training and inference, T in "
+                        f"{LENGTHS}); needs fusedrnn importable")
     p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
-    p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES),
+                   help="default: all (with --dispatch: bf16 and fp16, the tensor-core dtypes)")
     p.add_argument("--hidden", nargs="+", type=int, default=list(HIDDEN))
     p.add_argument("--batch", nargs="+", type=int, default=list(BATCH))
     a = p.parse_args(argv)
     src = os.path.abspath(a.src) if a.src else None
-    rows = run_all(combinations(a.cells, a.dtypes, a.hidden, a.batch), a.jobs, src)
+    combos = (dispatched(a.cells, a.dtypes or ("bf16", "fp16"), a.hidden, a.batch) if a.dispatch else
+              combinations(a.cells, a.dtypes or list(DTYPES), a.hidden, a.batch, a.kinds))
+    rows = run_all(combos, a.jobs, src)
     print(format_table(rows))
     if a.json:
         with open(a.json, "w") as f:

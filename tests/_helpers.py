@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
+from pathlib import Path
 
 import torch
 
@@ -55,3 +58,14 @@ def kernels_ran(*names: str):
         yield
     for n in names:
         assert launch.launch_counts[n] > before[n], f"Triton kernel {n} did not run (silent fallback?)"
+
+
+def load_bench():
+    """bench/ is not installed and the tests import with --import-mode=importlib: load it by path."""
+    if "bench" not in sys.modules:
+        root = Path(__file__).resolve().parents[1]
+        spec = importlib.util.spec_from_file_location("bench", root / "bench" / "__init__.py",
+                                                      submodule_search_locations=[str(root / "bench")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench"] = module
+        spec.loader.exec_module(module)

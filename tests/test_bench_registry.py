@@ -15,17 +15,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_bench():
-    """bench/ is not installed and the tests import with --import-mode=importlib: load it by path."""
-    if "bench" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench", ROOT / "bench" / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT / "bench")])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench"] = module
-        spec.loader.exec_module(module)
+from _helpers import load_bench  # noqa: E402
 
-
-_load_bench()
+load_bench()
 from bench import cudnn_info, measure, peers, providers, registry, report  # noqa: E402
 from bench.base import Env  # noqa: E402
 

@@ -1,0 +1,52 @@
+"""Static resources of the kernels fusedrnn's dispatch picks on an H100, compiled for sm_90a without a GPU
+(``python -m bench.resources --dispatch``): no register spills, and the bf16/fp16 matmuls use tensor cores."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from _helpers import load_bench
+from fusedrnn import launch
+from fusedrnn.autotune.spaces import KNOWN_GPUS
+
+load_bench()
+from bench import resources  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+H100 = KNOWN_GPUS["H100"]
+
+
+def test_resource_configs_are_dispatchs():
+    """bench.resources compiles the configurations the launcher would use (no shipped table: the heuristics)."""
+    for H in (64, 128):
+        plan, _ = launch.coop_plan("gru", torch.bfloat16, torch.device("cuda"), H, 16, H100)
+        assert plan is not None and plan == resources.config_for("coop_fwd", "gru", "bf16", H, 16)
+    kinds = {c[0] for c in resources.dispatched(cells=("lstm", "rnn_tanh"))}
+    assert {"step_fwd", "step_bwd", "tiled_fwd", "tiled_bwd", "coop_fwd", "coop_bwd"} == kinds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_dispatched_kernels_do_not_spill_and_use_tensor_cores(cell, tmp_path):
+    """H in {256, 512, 768, 1024}, B in {16, 64}, T in {100, 1024}, bf16 and fp16: every kernel compiles for
+    sm_90a, spills nothing and has HGMMA/HMMA instructions. Compiled in a subprocess: the suite's process runs
+    the Triton interpreter, which cannot compile."""
+    out = tmp_path / "rows.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "bench.resources", "--dispatch", "--cells", cell, "--jobs", "1",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert {r["H"] for r in rows} == {256, 512, 768, 1024}
+    failed = [f"{r['kind']} H={r['H']} B={r['B']}: {r.get('error')}" for r in rows if not r["ok"]]
+    assert not failed, failed
+    spilled = [f"{r['kind']} {r['dtype']} H={r['H']} B={r['B']}: {r['spills']} B" for r in rows if r["spills"]]
+    assert not spilled, f"register spills: {spilled}"
+    scalar = [f"{r['kind']} {r['dtype']} H={r['H']} B={r['B']}" for r in rows if r["tensor_cores"] == "none"]
+    assert not scalar, f"no tensor-core instructions: {scalar}"
+    assert proc.returncode == 0, proc.stdout[-2000:]
