@@ -117,12 +117,15 @@ def test_autocast_functional_and_disabled():
 
 # ---- 2. numerical robustness ------------------------------------------------------------------------------
 
-LONG_T = 128  # ~0.05-0.1 s a step under the interpreter: T=10,000 would take ~10-20 min (see the report)
+LONG_T = 10_000  # one launch of the batch-tiled persistent kernel; ~35 ms a step under the interpreter (~6 min)
 
 
+@pytest.mark.slow
 def test_long_sequence_bf16_does_not_drift():
     """bf16 LSTM over LONG_T steps stays as close to an fp32 torch.nn run (same rounded weights and input) at
-    the end as at the start: the cell state is kept in fp32, h is rounded once per step, errors do not grow."""
+    the end as at the start: the cell state is kept in fp32, h is rounded once per step, errors do not grow.
+    (The input requires grad: the training forward, with its input projection as one GEMM, is the faster
+    one under the interpreter.)"""
     torch.manual_seed(0)
     ref = torch.nn.LSTM(4, 8)
     fused = fusedrnn.LSTM(4, 8, dtype=torch.bfloat16)
@@ -131,10 +134,11 @@ def test_long_sequence_bf16_does_not_drift():
     x = torch.randn(LONG_T, 1, 4).to(torch.bfloat16)
     with torch.no_grad():
         want, (h_want, c_want) = ref(x.float())
-        with kernels_ran("step_fwd"):
-            got, (h_got, c_got) = fused(x)
+    with kernels_ran("tiled_fwd"):
+        got, (h_got, c_got) = fused(x.requires_grad_())
+    got, c_got = got.detach(), c_got.detach()
     err = (got.float() - want).abs().amax(dim=(1, 2))
-    window = LONG_T // 4
+    window = LONG_T // 10
     assert err.max() < 3e-2, f"max error {err.max():.3g}"
     assert err[-window:].max() <= max(2 * err[:window].max(), 1e-2), (err[:window].max(), err[-window:].max())
     torch.testing.assert_close(c_got.float(), c_want, atol=5e-2, rtol=2e-2)
