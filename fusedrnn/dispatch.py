@@ -58,14 +58,19 @@ def set_backend(name: str) -> None:
 
 
 @contextmanager
-def use_backend(name: str):
-    """Context manager that sets the backend and restores the previous one on exit."""
-    previous = get_backend()
-    set_backend(name)
+def _scoped(get, set_, name: str):
+    """Set a setting with ``set_`` for the block, restoring what ``get`` read before it on exit."""
+    previous = get()
+    set_(name)
     try:
         yield
     finally:
-        set_backend(previous)
+        set_(previous)
+
+
+def use_backend(name: str):
+    """Context manager that sets the backend and restores the previous one on exit."""
+    return _scoped(get_backend, set_backend, name)
 
 
 def select(device) -> str:
@@ -95,12 +100,6 @@ def set_kernel(name: str) -> None:
     _kernel = name
 
 
-@contextmanager
 def use_kernel(name: str):
     """Context manager that sets the kernel and restores the previous one on exit."""
-    previous = get_kernel()
-    set_kernel(name)
-    try:
-        yield
-    finally:
-        set_kernel(previous)
+    return _scoped(get_kernel, set_kernel, name)

@@ -93,9 +93,15 @@ def coop_plan(cell: str, dtype: torch.dtype, device: torch.device, H: int, B: in
 
 def choose_kernel(cell: str, dtype: torch.dtype, device: torch.device, T: int, B: int, H: int, proj: bool,
                   limits=None) -> str:
-    """The kernel that runs a layer's sequence: "step", "tiled" or "cooperative".
+    """The kernel that runs a layer's sequence: "step", "tiled" or "cooperative" (``_choose``)."""
+    return _choose(cell, dtype, device, T, B, H, proj, limits)[0]
 
-    A forced choice (``fusedrnn.use_kernel``) wins; persistent kernels have no projection (an error when forced).
+
+def _choose(cell, dtype, device, T, B, H, proj, limits=None):
+    """(kernel, cooperative plan or None) of a layer's sequence.
+
+    A forced choice (``fusedrnn.use_kernel``) wins; persistent kernels have no projection (an error when forced);
+    a forced cooperative kernel that ``coop_plan`` refuses runs batch-tiled, with a warning.
     ``auto`` (provisional, to be tuned by the benchmarks on GPUs):
       - projections (proj_size) and single steps (T = 1): step;
       - GPU: cooperative when T >= COOP_MIN_T and ``coop_plan`` accepts the shape; else batch-tiled when
@@ -107,21 +113,21 @@ def choose_kernel(cell: str, dtype: torch.dtype, device: torch.device, T: int, B
         if forced != "step" and proj:
             raise ValueError(f"fusedrnn: the {forced!r} kernel has no LSTM projection (proj_size > 0); use the "
                              f"'step' or 'auto' kernel for this layer")
-        return forced
+        if forced != "cooperative":
+            return forced, None
+        plan, why = coop_plan(cell, dtype, device, H, B, limits)
+        if plan is None:
+            warnings.warn(f"fusedrnn: the cooperative kernel cannot run this layer ({why}); running the "
+                          f"batch-tiled persistent kernel instead.", RuntimeWarning, stacklevel=4)
+            return "tiled", None
+        return "cooperative", plan
     if proj or T <= 1:
-        return "step"
-    if device.type == "cuda" and T >= COOP_MIN_T and coop_plan(cell, dtype, device, H, B, limits)[0] is not None:
-        return "cooperative"
-    return "tiled" if T >= PERSISTENT_MIN_T else "step"
-
-
-def _resolve_coop(cell, dtype, device, H, B):
-    """The plan of a chosen cooperative run, or None (run batch-tiled), warning when it was forced."""
-    plan, why = coop_plan(cell, dtype, device, H, B)
-    if plan is None and dispatch.get_kernel() == "cooperative":
-        warnings.warn(f"fusedrnn: the cooperative kernel cannot run this layer ({why}); running the batch-tiled "
-                      f"persistent kernel instead.", RuntimeWarning, stacklevel=4)
-    return plan
+        return "step", None
+    if device.type == "cuda" and T >= COOP_MIN_T:
+        plan = coop_plan(cell, dtype, device, H, B, limits)[0]
+        if plan is not None:
+            return "cooperative", plan
+    return ("tiled" if T >= PERSISTENT_MIN_T else "step"), None
 
 
 def _unit_last_stride(x: torch.Tensor) -> torch.Tensor:
@@ -261,12 +267,7 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
     def empty():  # distinct placeholders: custom-op outputs may not alias each other
         return torch.empty(0, dtype=acc, device=device)
 
-    kernel, plan = "step", None
-    if B > 0 and H > 0:
-        kernel = choose_kernel(cell, dtype, device, T, B, H, w_hr is not None)
-        if kernel == "cooperative":
-            plan = _resolve_coop(cell, dtype, device, H, B)
-            kernel = "cooperative" if plan is not None else "tiled"
+    kernel, plan = _choose(cell, dtype, device, T, B, H, w_hr is not None) if B > 0 and H > 0 else ("step", None)
     # Single steps fuse the input projection (one launch); so do persistent kernels without grad, so that
     # inference allocates nothing of size T beyond its input and output (no [T, B, G*H] pre-activations).
     fuse_input = T == 1 or (kernel != "step" and not save)
@@ -369,11 +370,7 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
         dyp = sched.alloc(P, dtype, device)  # dL/d(projected h_t), for dW_hr
         w_hr_acc = w_hr.to(acc)
 
-    kernel = choose_kernel(cell, dtype, device, T, B, H, proj) if B > 0 and H > 0 else "step"
-    plan = None
-    if kernel == "cooperative":
-        plan = _resolve_coop(cell, dtype, device, H, B)
-        kernel = "cooperative" if plan is not None else "tiled"
+    kernel, plan = _choose(cell, dtype, device, T, B, H, proj) if B > 0 and H > 0 else ("step", None)
     if B > 0 and H > 0 and kernel != "step":
         _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp)
     elif B > 0 and H > 0:

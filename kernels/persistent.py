@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from .cells import CELL_GRU, CELL_LSTM, cell_bwd, cell_fwd
-from .step import (_bwd_tile, _fwd_tile, _input_gate, _load_gate, _load_rows, _load_saved, _store_gate,
+from .step import (_bwd_tile, _fwd_tile, _input_gates, _load_gate, _load_rows, _load_saved, _store_gate,
                    _store_gate_grads, _store_saved)
 
 
@@ -246,29 +246,20 @@ def _coop_fwd_kernel(
         m = m_b[:, None] & m_h[None, :]
         p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
         h_full = _load_rows(p_h_prev, s_y, p_h0, s_h0, rows_prev, o_b, m_b, o_k, m_k, True, ".cg")
-        p_x_t = p_x + t * s_xt + first * s_x
 
         r0 = _dot(h_full, w0, ACC, UPCAST_DOT, DOT_PRECISION) + b0[None, :]
-        x0 = _input_gate(p_x_t, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 0, H, I, ACC, HAS_BIAS,
-                         FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
         r1 = tl.zeros_like(r0)
         r2 = tl.zeros_like(r0)
         r3 = tl.zeros_like(r0)
-        x1 = tl.zeros_like(r0)
-        x2 = tl.zeros_like(r0)
-        x3 = tl.zeros_like(r0)
         if G > 1:
             r1 = _dot(h_full, w1, ACC, UPCAST_DOT, DOT_PRECISION) + b1[None, :]
-            x1 = _input_gate(p_x_t, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 1, H, I, ACC, HAS_BIAS,
-                             FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
         if G > 2:
             r2 = _dot(h_full, w2, ACC, UPCAST_DOT, DOT_PRECISION) + b2[None, :]
-            x2 = _input_gate(p_x_t, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 2, H, I, ACC, HAS_BIAS,
-                             FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
         if G > 3:
             r3 = _dot(h_full, w3, ACC, UPCAST_DOT, DOT_PRECISION) + b3[None, :]
-            x3 = _input_gate(p_x_t, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 3, H, I, ACC, HAS_BIAS,
-                             FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+        x0, x1, x2, x3 = _input_gates(p_x + t * s_xt + first * s_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih,
+                                      o_h, m_h, H, I, ACC, HAS_BIAS, FUSE_INPUT, G, BLOCK_B, BLOCK_H, BLOCK_K,
+                                      UPCAST_DOT, DOT_PRECISION)
         h_prev = tl.zeros_like(r0)
         if CELL == CELL_GRU:
             h_prev = _load_rows(p_h_prev, s_y, p_h0, s_h0, rows_prev, o_b, m_b, o_h, m_h, True, ".cg").to(ACC)

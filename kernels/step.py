@@ -149,6 +149,29 @@ def _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, gat
 
 
 @triton.jit
+def _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I,
+                 ACC: tl.constexpr, HAS_BIAS: tl.constexpr, FUSE_INPUT: tl.constexpr, G: tl.constexpr,
+                 BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                 UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Input pre-activations (``_input_gate``) of the G gates; unused slots are zeros."""
+    x0 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 0, H, I,
+                     ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    x1 = tl.zeros_like(x0)
+    x2 = tl.zeros_like(x0)
+    x3 = tl.zeros_like(x0)
+    if G > 1:
+        x1 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 1, H, I,
+                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    if G > 2:
+        x2 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 2, H, I,
+                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    if G > 3:
+        x3 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 3, H, I,
+                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    return x0, x1, x2, x3
+
+
+@triton.jit
 def _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, gate, H, K,
                     ACC: tl.constexpr, HAS_BIAS: tl.constexpr, TWO_SOURCES: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -173,29 +196,20 @@ def _fwd_tile(
     """The forward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_fwd_kernel``)."""
     r0 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 0, H, K,
                          ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    x0 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 0, H, I,
-                     ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     r1 = tl.zeros_like(r0)
     r2 = tl.zeros_like(r0)
     r3 = tl.zeros_like(r0)
-    x1 = tl.zeros_like(r0)
-    x2 = tl.zeros_like(r0)
-    x3 = tl.zeros_like(r0)
     if G > 1:
         r1 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 1, H, K,
                              ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-        x1 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 1, H, I,
-                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     if G > 2:
         r2 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 2, H, K,
                              ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-        x2 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 2, H, I,
-                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     if G > 3:
         r3 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 3, H, K,
                              ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-        x3 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 3, H, I,
-                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    x0, x1, x2, x3 = _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I, ACC, HAS_BIAS,
+                                  FUSE_INPUT, G, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
 
     h_prev = tl.zeros_like(r0)
     c_prev = tl.zeros_like(r0)
