@@ -17,10 +17,11 @@ Resource model (estimates, before anything is compiled; ``step_resources``)
 Shared memory, bytes per program: the operand tiles of ``tl.dot`` staged through shared memory, one copy per
 pipeline stage, plus the accumulator tile once for the layout conversion of the epilogue::
 
-    smem = max(num_stages, 1) * (BLOCK_B*BLOCK_K + BLOCK_K*BLOCK_H) * itemsize + BLOCK_B*BLOCK_H*acc_bytes
+    smem = max(num_stages, 1) * (BLOCK_B*BLOCK_K + W*BLOCK_K*BLOCK_H) * itemsize + BLOCK_B*BLOCK_H*acc_bytes
 
-The gate matmuls run one after another and reuse the same buffers, so G does not enter. This is an upper
-bound: Triton allocates at most num_stages copies (num_stages - 1 on the mma.sync path).
+W is G in the forward (one pass over K computes every gate: a block of h_{t-1} and G weight blocks per step)
+and 1 in the backward (one matmul over all G*H gate rows). This is an upper bound: Triton allocates at most
+num_stages copies (num_stages - 1 on the mma.sync path).
 
 Registers, 32-bit per thread: the fp32 (fp64: 2 registers) tiles live at the cell's pointwise update, spread
 over the program's 32*num_warps threads, plus a fixed part for pointers, offsets, masks and loop state::
@@ -43,7 +44,8 @@ bwd, compiled for sm_90a without a GPU by Triton 3.9, as ``bench/resources.py`` 
 kernel's metadata, registers and spills from ``ptxas -v``): the shared-memory estimate was at or above the
 compiler's for all 71 (1.1x to 3.3x). The register estimate pruned 18, of which 17 spill (255 registers and
 36 B to 140 KB of spills) and one does not (estimated 256, compiled to 245); of the 53 kept, 7 spill, six of them
-under 1 KB.
+under 1 KB. (Measured before the forward computed all gates in one pass over K, which the shared-memory model now
+counts; not re-run since.)
 """
 
 from __future__ import annotations
@@ -126,10 +128,12 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int, i
         return StepConfig(BLOCK_B=bb, BLOCK_H=min(triton.next_power_of_2(hidden), 64),
                           BLOCK_K=min(triton.next_power_of_2(width), 64), num_warps=1, num_stages=1, variant=variant)
     if variant == "tiled":
-        # One program per 16 rows walks every hidden chunk: the smallest batch tile gives the most programs;
-        # wide hidden chunks mean fewer passes per step.
-        return StepConfig(BLOCK_B=16, BLOCK_H=64 if itemsize <= 4 else 32, BLOCK_K=max(16, min(64, _cap(width))),
-                          num_warps=4, num_stages=2, variant="tiled")
+        # One program per 16 rows walks every hidden chunk: the smallest batch tile gives the most programs.
+        # The chunk's G accumulators and G weight blocks per K step are live together: 32 units (16 beyond
+        # 2-byte dtypes) on 4 warps is the widest that compiles without spills for every cell (sm_90a).
+        return StepConfig(BLOCK_B=16, BLOCK_H=32 if itemsize == 2 else 16,
+                          BLOCK_K=max(16, min(128 // itemsize, _cap(width))), num_warps=4, num_stages=2,
+                          variant="tiled")
     # tl.dot needs every block dimension >= 16 on NVIDIA GPUs. Small hidden slices spread the
     # sequential recurrence over more SMs; the batch tile follows the batch.
     block_b = max(16, bb)
@@ -143,40 +147,61 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int, i
 
 # ---- the cooperative kernel's tiles ---------------------------------------------------------------------------
 
-#: Limits of the cooperative kernel: bytes of W_hh one program keeps on chip for the whole sequence (its slice),
-#: and next_pow2(H), the width of the h tile its forward reads whole. From the sm_90a builds of
+#: Limits of the resident cooperative kernel: bytes of W_hh one program keeps in registers for the whole sequence
+#: (its slice), and next_pow2(H), the width of the h tile its forward reads whole. From the sm_90a builds of
 #: ``python -m bench.resources`` (Triton 3.9, 8 warps, fp16/bf16, B=16 and 64): within both limits nothing
 #: spills; LSTM at H=256 (32 KB slices) spills 130-230 B per thread, any cell at H=512 about 400 B and at
-#: H >= 768 2.5-3.5 KB, because each gate's dot materializes its full-K operands in registers. A forward that
-#: keeps W as the wgmma A operand in shared memory (gate rows as M) is the way to larger H.
+#: H >= 768 2.5-3.5 KB, because each gate's dot materializes its full-K operands in registers (and, with a 16-row
+#: output on 8 warps, replicates them across warps). Beyond them the streamed variant runs.
 COOP_W_BYTES = 16 * 1024
 COOP_MAX_WIDTH = 256
+#: Hidden slices of a resident cooperative program, narrowest first (narrow slices spread a step over more SMs).
+COOP_SLICES = (16, 32, 64)
 
 
 def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "GpuLimits | None"):
-    """(StepConfig of variant "cooperative", None), or (None, why not), for a layer of ``hidden`` units.
+    """(StepConfig, None), or (None, why not): how the cooperative kernel runs a layer of ``hidden`` units.
 
-    GPU (``limits``): the batch tile is 16..64 rows; the hidden slice is the narrowest of 16, 32, 64 units whose
-    grid (hidden slices x batch tiles) has no more programs than the GPU has SMs, so one program per SM makes
-    them all resident at once; its W_hh slice (gates x next_pow2(hidden) x BLOCK_H elements) must fit
-    ``COOP_W_BYTES`` and next_pow2(hidden) ``COOP_MAX_WIDTH``. BLOCK_K tiles the fused input projection (inference). Interpreter (``limits`` None): one
-    program holds everything (programs run one after another there; two would wait forever at a barrier).
+    GPU (``limits``): the batch tile is 16..64 rows. Variant "cooperative" (``_coop_*_kernel``: the program's W_hh
+    slice stays in registers) when, for the narrowest hidden slice of ``COOP_SLICES`` whose grid (hidden slices x
+    batch tiles) has no more programs than the GPU has SMs, the slice (gates x next_pow2(hidden) x BLOCK_H
+    elements) fits ``COOP_W_BYTES`` and next_pow2(hidden) ``COOP_MAX_WIDTH``. Else variant "streamed": the
+    batch-tiled kernels' code on a cooperative grid (``coop_grid``) with the grid barrier; each program walks its
+    16-unit hidden chunks, re-reading their W_hh rows every step in BLOCK_K blocks (from the SM's L1, or L2).
+    Its tiles compile without spills for every H (sm_90a, bf16/fp16, B tile 16 on 4 warps, 32 and 64 on 8).
+    Refused when there are so many batch tiles that 2 hidden slices each would exceed the SMs (the batch-tiled
+    kernel fills the GPU there). One program per SM makes the grid resident at once.
+    Interpreter (``limits`` None): one resident program holds everything (programs run one after another there;
+    two would wait forever at a barrier).
     """
     if limits is None or limits.min_dot == 0:
         return StepConfig(BLOCK_B=_cap(batch), BLOCK_H=_cap(hidden), BLOCK_K=64, num_warps=1, num_stages=1,
                           variant="cooperative"), None
-    if _cap(hidden) > COOP_MAX_WIDTH:
-        return None, f"H={hidden} is wider than {COOP_MAX_WIDTH} (the forward's h tile would spill)"
     block_b = max(16, min(64, _cap(batch)))
     n_b = triton.cdiv(batch, block_b)
-    for block_h in (16, 32, 64):
-        if triton.cdiv(hidden, block_h) * n_b <= limits.sms:
-            w_bytes = gates * _cap(hidden) * block_h * itemsize
-            if w_bytes > COOP_W_BYTES:
-                return None, f"its W_hh slice ({w_bytes} B) exceeds {COOP_W_BYTES} B per program"
-            return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=64, num_warps=8, num_stages=1,
-                              variant="cooperative"), None
-    return None, f"more programs than the GPU's {limits.sms} SMs"
+    if 2 * n_b > limits.sms:
+        return None, (f"{n_b} batch tiles leave no room for 2 hidden slices each on the GPU's {limits.sms} SMs "
+                      f"(the batch-tiled kernel already fills it)")
+    block_h = next((bh for bh in COOP_SLICES if triton.cdiv(hidden, bh) * n_b <= limits.sms), None)
+    if (block_h is not None and _cap(hidden) <= COOP_MAX_WIDTH
+            and gates * _cap(hidden) * block_h * itemsize <= COOP_W_BYTES):
+        return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=64, num_warps=8, num_stages=1,
+                          variant="cooperative"), None
+    return StepConfig(BLOCK_B=block_b, BLOCK_H=16, BLOCK_K=max(16, min(128 // itemsize, _cap(hidden))),
+                      num_warps=4 if block_b == 16 else 8, num_stages=2 if itemsize == 8 else 3,
+                      variant="streamed"), None
+
+
+def coop_grid(cfg: StepConfig, hidden: int, batch: int, sms: int) -> tuple[int, int]:
+    """(hidden slices, batch tiles) of a cooperative launch of ``coop_config``'s ``cfg`` on a GPU with ``sms``
+    SMs (the interpreter's single-program plan gives (1, 1) whatever ``sms``). Resident: one slice of BLOCK_H
+    units per program. Streamed: the BLOCK_H chunks spread evenly over at most ``sms`` programs in all."""
+    n_b = triton.cdiv(batch, cfg.BLOCK_B)
+    chunks = triton.cdiv(hidden, cfg.BLOCK_H)
+    if cfg.variant == "cooperative":
+        return chunks, n_b
+    per_program = triton.cdiv(chunks, max(1, sms // n_b))
+    return triton.cdiv(chunks, per_program), n_b
 
 
 # ---- the problem a configuration is chosen for -------------------------------------------------------------
@@ -310,7 +335,7 @@ def _live_tiles(p: Problem) -> int:
 
 def step_resources(p: Problem, c: StepConfig) -> Resources:
     """Estimated shared memory and registers of one program of the step kernel (model in the module doc)."""
-    tiles = c.BLOCK_B * c.BLOCK_K + c.BLOCK_K * c.BLOCK_H
+    tiles = c.BLOCK_B * c.BLOCK_K + (p.gates if p.kernel.endswith("_fwd") else 1) * c.BLOCK_K * c.BLOCK_H
     smem = max(c.num_stages, 1) * tiles * p.itemsize + c.BLOCK_B * c.BLOCK_H * p.acc_bytes
     threads = 32 * c.num_warps
     acc_words = p.acc_bytes // 4

@@ -65,7 +65,10 @@ def _modules():
 
 #: kernel -> the function's name in kernels/.
 KERNEL_FNS = {"step_fwd": "_step_fwd_kernel", "step_bwd": "_step_bwd_kernel", "tiled_fwd": "_tiled_fwd_kernel",
-              "tiled_bwd": "_tiled_bwd_kernel", "coop_fwd": "_coop_fwd_kernel", "coop_bwd": "_coop_bwd_kernel"}
+              "tiled_bwd": "_tiled_bwd_kernel", "coop_fwd": "_coop_fwd_kernel", "coop_bwd": "_coop_bwd_kernel",
+              "streamed_fwd": "_tiled_fwd_kernel", "streamed_bwd": "_tiled_bwd_kernel"}
+#: kind prefix -> the cooperative plan's variant (``coop_config``) that runs it.
+COOP_VARIANTS = {"coop": "cooperative", "streamed": "streamed"}
 KINDS = tuple(KERNEL_FNS)
 UNIT_STRIDES = {"s_wc", "s_wic"}  # W's column strides: 1 for contiguous weights, so Triton makes them constants
 UNSPECIALIZED = {"T", "B", "B_prev", "B_next"}  # do_not_specialize in the kernels
@@ -74,15 +77,16 @@ INDEX_PTRS = {"p_sizes": "*i64", "p_offsets": "*i64", "p_bar": "*i32"}
 
 def config_for(kind: str, cell: str, dtype: str, H: int, B: int, limits=None):
     """The configuration fusedrnn's heuristics give this kernel on the GPU ``limits`` (default: an H100): the
-    step and batch-tiled kernels' ``default_step_config``, the cooperative kernel's ``coop_config`` (None
-    when the cooperative kernel would not run this shape)."""
+    step and batch-tiled kernels' ``default_step_config``, the cooperative kernels' ``coop_config`` (None
+    when that cooperative variant would not run this shape)."""
     _, autotune = _modules()
     spaces = sys.modules[autotune.__name__ + ".spaces"]
     _, G, _ = CELLS[cell]
     itemsize = {"fp16": 2, "bf16": 2, "fp32": 4, "fp64": 8}[DTYPES[dtype][0]]
     variant, direction = kind.split("_")
-    if variant == "coop":
-        return spaces.coop_config(G, itemsize, H, B, limits or spaces.KNOWN_GPUS["H100"])[0]
+    if variant in COOP_VARIANTS:
+        plan = spaces.coop_config(G, itemsize, H, B, limits or spaces.KNOWN_GPUS["H100"])[0]
+        return plan if plan is not None and plan.variant == COOP_VARIANTS[variant] else None
     width = H if direction == "fwd" else G * H
     return spaces.default_step_config("cuda", H, width, B, itemsize, variant)
 
@@ -98,12 +102,12 @@ def build_source(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, sav
     ty, acc, precision = DTYPES[dtype]
     cfg = cfg or config_for(kind, cell, dtype, H, B)
     if cfg is None:
-        raise ValueError(f"the cooperative kernel does not run {cell} H={H} B={B} {dtype} on an H100")
+        raise ValueError(f"the {kind} kernel does not run {cell} H={H} B={B} {dtype} on an H100")
     fn = getattr(kernels, KERNEL_FNS[kind])
     params = dict(CELL=code, G=G, NS=NS, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
                   UPCAST_DOT=False, DOT_PRECISION=precision, HAS_BIAS=has_bias, SAVE=save, HAS_NEXT=has_next,
                   SPLIT_DX=cell == "gru", FUSE_INPUT=fuse_input, TWO_SOURCES=False, PACKED=False, REVERSE=False,
-                  KP=triton.next_power_of_2(H), HP=triton.next_power_of_2(H))
+                  KP=triton.next_power_of_2(H), HP=triton.next_power_of_2(H), COOP=kind.startswith("streamed"))
     constexprs, signature, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in params:
@@ -191,19 +195,19 @@ def _flag_sets(kind: str):
 
 def combinations(cells=tuple(CELLS), dtypes=tuple(DTYPES), hidden=HIDDEN, batch=BATCH, kinds=KINDS):
     """(kind, cell, dtype, H, B, flags) of every launch configuration to cover (cooperative kernels only where
-    fusedrnn would run them on an H100)."""
+    fusedrnn would run that variant on an H100)."""
     for kind in kinds:
         for cell in cells:
             for dtype in dtypes:
                 for H in hidden:
                     for B in batch:
-                        if kind.startswith("coop") and config_for(kind, cell, dtype, H, B) is None:
+                        if kind.split("_")[0] in COOP_VARIANTS and config_for(kind, cell, dtype, H, B) is None:
                             continue
                         for flags in _flag_sets(kind):
                             yield kind, cell, dtype, H, B, flags
 
 
-LENGTHS = (100, 1024)
+LENGTHS = (16, 100, 1024)
 
 
 def dispatched(cells=tuple(CELLS), dtypes=("bf16", "fp16"), hidden=HIDDEN, batch=BATCH, lengths=LENGTHS):
@@ -223,12 +227,12 @@ def dispatched(cells=tuple(CELLS), dtypes=("bf16", "fp16"), hidden=HIDDEN, batch
             for H in hidden:
                 for B in batch:
                     for T in lengths:
-                        kernel = launch.choose_kernel(cell, dt[dtype], torch.device("cuda"), T, B, H, False, h100)
+                        kernel, plan = launch._choose(cell, dt[dtype], torch.device("cuda"), T, B, H, False, h100)
                         if kernel == "step":
                             kinds = [("step_fwd", dict(save=True, has_bias=True)),
                                      ("step_fwd", dict(save=False, has_bias=True)), ("step_bwd", dict(has_next=True))]
                         else:
-                            prefix = "coop" if kernel == "cooperative" else "tiled"
+                            prefix = {"cooperative": "coop", "streamed": "streamed"}[plan.variant] if plan else "tiled"
                             kinds = [(f"{prefix}_fwd", dict(save=True, fuse_input=False)),
                                      (f"{prefix}_fwd", dict(save=False, fuse_input=True)), (f"{prefix}_bwd", {})]
                         for kind, flags in kinds:

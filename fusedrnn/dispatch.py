@@ -12,8 +12,9 @@ Kernel choice (Triton backend): a layer's sequence runs on one of three kernels 
 
 * ``"step"``: one launch per timestep (fused gate matmul, activations and state update);
 * ``"tiled"``: batch-tiled persistent kernel, one launch for the whole sequence; runs under the interpreter;
-* ``"cooperative"``: cooperative persistent kernel, one launch, W_hh slices kept on chip, grid barrier between
-  steps; GPU only, and only when all of its programs can be resident at once.
+* ``"cooperative"``: cooperative persistent kernel, one launch, programs own hidden slices and meet at a grid
+  barrier between steps (W_hh slices kept in registers, or for wide layers re-read from L1/L2 each step: the
+  "streamed" variant); GPU only, and only when all of its programs can be resident at once.
 
 ``auto`` (the default) picks by shape, dtype and GPU; the heuristic is ``fusedrnn.launch.choose_kernel``
 (documented there, provisional until the benchmarks tune it). Force a choice with

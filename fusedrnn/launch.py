@@ -18,7 +18,7 @@ import triton
 
 from fusedrnn import dispatch
 from fusedrnn.autotune import step_config
-from fusedrnn.autotune.spaces import coop_config, device_limits
+from fusedrnn.autotune.spaces import coop_config, coop_grid, device_limits
 from fusedrnn.kernels import (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH, _coop_bwd_kernel, _coop_fwd_kernel,
                               _step_bwd_kernel, _step_fwd_kernel, _tiled_bwd_kernel, _tiled_fwd_kernel)
 
@@ -439,21 +439,33 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
-def _launch_coop(kernel_fn, name, plan, B, H, device, args, n_sizes, **kwargs) -> bool:
-    """Launch a cooperative kernel with fresh barrier counters (inserted before the last ``n_sizes`` arguments
-    of the batch-tiled kernel's ``args``); False if it cannot be resident (it did not run: the caller falls back
-    to the batch-tiled kernel)."""
-    grid = (triton.cdiv(H, plan.BLOCK_H), triton.cdiv(B, plan.BLOCK_B))
-    bar = torch.zeros(grid[1], dtype=torch.int32, device=device)
-    try:
-        kernel_fn[grid](*args[:-n_sizes], bar, *args[-n_sizes:], BLOCK_B=plan.BLOCK_B, BLOCK_H=plan.BLOCK_H,
-                        num_warps=plan.num_warps, num_stages=1, **kwargs)
-    except triton.runtime.errors.OutOfResources as e:
-        warnings.warn(f"fusedrnn: the cooperative kernel does not fit this GPU ({e}); running the batch-tiled "
-                      f"persistent kernel instead.", RuntimeWarning, stacklevel=4)
-        return False
-    launch_counts[name] += 1
-    return True
+def _launch_persistent(kernel, plan, fns, names, tiled_cfg, B, H, device, args, n_sizes, coop_kwargs, consts):
+    """One launch of a persistent kernel: cooperative (``plan``: resident ``fns[1]`` or streamed ``fns[0]`` on a
+    cooperative grid, with fresh barrier counters) when chosen and it fits the GPU, else batch-tiled (``fns[0]``,
+    ``tiled_cfg``). ``args``: the kernel's arguments up to the barrier counters, which go before the last
+    ``n_sizes`` of them. A cooperative launch that cannot be resident (OutOfResources) falls back, with a warning."""
+    tiled_fn, coop_fn = fns
+    if kernel == "cooperative":
+        sms = device_limits(device).sms if device.type == "cuda" else 1
+        grid = coop_grid(plan, H, B, sms)
+        bar = torch.zeros(grid[1], dtype=torch.int32, device=device)
+        streamed = plan.variant == "streamed"
+        try:
+            (tiled_fn if streamed else coop_fn)[grid](
+                *args[:-n_sizes], bar, *args[-n_sizes:], BLOCK_B=plan.BLOCK_B, BLOCK_H=plan.BLOCK_H,
+                BLOCK_K=plan.BLOCK_K, num_warps=plan.num_warps, num_stages=plan.num_stages,
+                **(dict(COOP=True) if streamed else coop_kwargs), **consts)
+            launch_counts[names[2] if streamed else names[1]] += 1
+            return
+        except triton.runtime.errors.OutOfResources as e:
+            warnings.warn(f"fusedrnn: the cooperative kernel does not fit this GPU ({e}); running the batch-tiled "
+                          f"persistent kernel instead.", RuntimeWarning, stacklevel=4)
+    unused_bar = args[-n_sizes - 1]  # any tensor: the batch-tiled kernel has no barrier
+    tiled_fn[(1, triton.cdiv(B, tiled_cfg.BLOCK_B))](
+        *args[:-n_sizes], unused_bar, *args[-n_sizes:], BLOCK_B=tiled_cfg.BLOCK_B, BLOCK_H=tiled_cfg.BLOCK_H,
+        BLOCK_K=tiled_cfg.BLOCK_K, num_warps=tiled_cfg.num_warps, num_stages=tiled_cfg.num_stages, COOP=False,
+        **consts)
+    launch_counts[names[0]] += 1
 
 
 def _persistent_fwd(kernel, plan, spec, sched, xp, fuse_input, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save):
@@ -471,14 +483,9 @@ def _persistent_fwd(kernel, plan, spec, sched, xp, fuse_input, w_ih, b_ih, h0, c
             y, *sched.strides(y), cs, saved, s_svt, sizes, offsets, T, B, H, P, I)
     consts = dict(CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
                   FUSE_INPUT=fuse_input, PACKED=sched.packed, REVERSE=sched.reverse, **_dot_settings(dtype, device))
-    if kernel == "cooperative" and _launch_coop(_coop_fwd_kernel, "coop_fwd", plan, B, H, device, args, 5,
-                                                BLOCK_K=plan.BLOCK_K, KP=triton.next_power_of_2(P), **consts):
-        return
     cfg = _config("tiled_fwd", spec.name, H, P, B, dtype, device, I if fuse_input else 0)
-    _tiled_fwd_kernel[(triton.cdiv(B, cfg.BLOCK_B), )](
-        *args, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages, **consts)
-    launch_counts["tiled_fwd"] += 1
+    _launch_persistent(kernel, plan, (_tiled_fwd_kernel, _coop_fwd_kernel), ("tiled_fwd", "coop_fwd", "streamed_fwd"),
+                       cfg, B, H, device, args, 5, dict(KP=triton.next_power_of_2(P)), consts)
 
 
 def _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp):
@@ -496,14 +503,9 @@ def _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved
             sizes, offsets, T, B, H, P)
     consts = dict(CELL=spec.code, G=spec.gates, NS=spec.saved, SPLIT_DX=split_dx, PACKED=sched.packed,
                   REVERSE=sched.reverse, **_dot_settings(dtype, device))
-    if kernel == "cooperative" and _launch_coop(_coop_bwd_kernel, "coop_bwd", plan, B, H, device, args, 4,
-                                                HP=triton.next_power_of_2(H), **consts):
-        return
     cfg = _config("tiled_bwd", spec.name, H, spec.gates * H, B, dtype, device)
-    _tiled_bwd_kernel[(triton.cdiv(B, cfg.BLOCK_B), )](
-        *args, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages, **consts)
-    launch_counts["tiled_bwd"] += 1
+    _launch_persistent(kernel, plan, (_tiled_bwd_kernel, _coop_bwd_kernel), ("tiled_bwd", "coop_bwd", "streamed_bwd"),
+                       cfg, B, H, device, args, 4, dict(HP=triton.next_power_of_2(H)), consts)
 
 
 def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_ih: torch.Tensor,

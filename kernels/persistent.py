@@ -9,7 +9,7 @@ step rather than time: the cell states ``cs`` (``[T+1, B, H]``, cs[s+1] after st
 slots used in turn). Everything else is indexed by time, as in the stepwise launcher, so a persistent forward
 and a stepwise backward (or the reverse) interoperate.
 
-Batch-tiled (``_tiled_fwd_kernel``, ``_tiled_bwd_kernel``), grid ``(cdiv(B, BLOCK_B),)``
+Batch-tiled (``_tiled_fwd_kernel``, ``_tiled_bwd_kernel``), grid ``(1, cdiv(B, BLOCK_B))``
     A program owns BLOCK_B batch rows and the full hidden width and walks all T steps. Per step it computes
     the hidden units in chunks of BLOCK_H with the very tile code of the step kernels (``_fwd_tile`` /
     ``_bwd_tile``); h_t is written to the output (the next step's h_{t-1}), c and the backward's carries to
@@ -18,16 +18,26 @@ Batch-tiled (``_tiled_fwd_kernel``, ``_tiled_bwd_kernel``), grid ``(cdiv(B, BLOC
     this runs under the interpreter too. W_hh is read through L2 every step (one copy shared by all
     programs); h and c of the program's rows stay in its L1/L2 working set (BLOCK_B x H elements).
 
-Cooperative (``_coop_fwd_kernel``, ``_coop_bwd_kernel``), grid ``(cdiv(H, BLOCK_H), cdiv(B, BLOCK_B))``
+Cooperative, streamed (the same two kernels with ``COOP``), grid ``(n_h, cdiv(B, BLOCK_B))``
+    The batch-tiled kernels spread over n_h programs per batch tile: program i walks the hidden chunks i,
+    i + n_h, ... (``autotune.spaces.coop_grid`` makes them even), re-reading their W_hh rows every step (a
+    program's rows are the same at every step, so they stay in its SM's L1 where they fit, else L2), and the
+    step ends at the grid barrier of its batch tile instead of the CTA barrier; h_{t-1} (and, backward,
+    dHp_{t+1}), which other programs wrote, is read with ``.cg`` loads. For layers whose W_hh slice would not
+    fit a resident program's registers.
+
+Cooperative, resident (``_coop_fwd_kernel``, ``_coop_bwd_kernel``), grid ``(cdiv(H, BLOCK_H), cdiv(B, BLOCK_B))``
     A program owns a slice of BLOCK_H hidden units (all G gates) for BLOCK_B rows and loads its slice of W_hh
     ONCE, before the time loop: ``[KP, BLOCK_H]`` per gate (KP = next power of two of K) in the forward,
-    W_hh's columns ``[HP, BLOCK_H]`` per gate in the backward; the compiler keeps them on chip (registers or
-    shared memory) for the whole sequence. c (and the backward's carries) stay in registers. After each step
-    the programs of a batch tile meet at a grid barrier (``_grid_barrier``: an atomic counter per batch tile,
-    release/acquire at GPU scope); h_t of all slices, written to global memory, is read back with ``.cg``
-    loads (L2, never a stale L1 line). The launcher starts it only when every program can be resident at
-    once (no more programs than SMs, see ``fusedrnn.launch``): the barrier then never deadlocks. Under the
-    interpreter programs run one after another, so only a single-program grid can run there.
+    W_hh's columns ``[HP, BLOCK_H]`` per gate in the backward; the compiler keeps them in registers for the
+    whole sequence. c (and the backward's carries) stay in registers. After each step the programs of a batch
+    tile meet at the grid barrier.
+
+Grid barrier (``_grid_barrier``): an atomic counter per batch tile, release/acquire at GPU scope. The launcher
+starts a cooperative kernel only when every program can be resident at once (no more programs than SMs, see
+``fusedrnn.launch``): the barrier then never deadlocks. Under the interpreter programs run one after another,
+so a cooperative grid can run there only with one hidden slice (each batch tile's single program passes its
+barrier at once).
 
 Accumulation is fp32 (fp64 for fp64 tensors), like the step kernels; so are c and the saved activations.
 """
@@ -71,6 +81,22 @@ def _grid_barrier(p_bar, target):
     tl.debug_barrier()
 
 
+@triton.jit
+def _step_barrier(p_bar, target, COOP: tl.constexpr):
+    """End of a step of the batch-tiled/streamed kernels: the grid barrier of this program's batch tile (COOP), or
+    a CTA barrier (each program alone owns its rows)."""
+    if COOP:
+        _grid_barrier(p_bar + tl.program_id(1), target)
+    else:
+        tl.debug_barrier()
+
+
+@triton.constexpr_function
+def _shared_cache(coop):
+    """Cache modifier of loads of what other programs of the launch wrote: ".cg" (L2, never a stale L1 line)."""
+    return ".cg" if coop else ""
+
+
 # ---- batch-tiled ----------------------------------------------------------------------------------------------
 
 
@@ -88,14 +114,17 @@ def _tiled_fwd_kernel(
     p_save, s_svt,           # [T, B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous rows;
                              #          an accumulator-dtype tensor in any case: it sets the accumulator dtype
     p_sizes, p_offsets,      # [T] int64 rows and first row of each timestep (PACKED)
+    p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch (COOP)
     T, B, H, K, I,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr,
-    FUSE_INPUT: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
+    FUSE_INPUT: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr, COOP: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_save.dtype.element_ty
-    o_b = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    CACHE: tl.constexpr = _shared_cache(COOP)
+    o_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    n_h = tl.num_programs(0)
     s_cs = B.to(tl.int64) * H
     for step in range(T):
         t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
@@ -110,15 +139,15 @@ def _tiled_fwd_kernel(
         p_h_t = p_y + t * s_yt + first * s_y
         p_save_t = p_save + t * s_svt + first * (NS * H)
         m_b = o_b < rows
-        for h_start in range(0, H, BLOCK_H):
+        for h_start in range(tl.program_id(0) * BLOCK_H, H, n_h * BLOCK_H):
             o_h = h_start + tl.arange(0, BLOCK_H)
             m_h = o_h < H
             _fwd_tile(p_x_t, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_y, p_h0, s_h0,
                       p_cs + cur * s_cs, H, p_c0, s_c0, p_w, s_wr, s_wc, p_bhh, p_h_t, s_y, p_cs + nxt * s_cs,
                       p_save_t, rows_prev, H, K, I, o_b, o_h, m_b, m_h, m_b[:, None] & m_h[None, :],
                       ACC, CELL, G, NS, HAS_BIAS, SAVE, FUSE_INPUT, True, BLOCK_B, BLOCK_H, BLOCK_K,
-                      UPCAST_DOT, DOT_PRECISION)
-        tl.debug_barrier()  # h_t and c_t of every chunk, before the next step reads them
+                      UPCAST_DOT, DOT_PRECISION, CACHE)
+        _step_barrier(p_bar, (step + 1) * n_h, COOP)  # h_t and c_t of every chunk, before the next step reads them
 
 
 @triton.jit(do_not_specialize=["T", "B"])
@@ -135,13 +164,16 @@ def _tiled_bwd_kernel(
     p_dhp, s_dht, s_dhp,     # [T, B, G*H] dHp (out)
     p_dxp, s_dxt, s_dxp,     # [T, B, G*H] dXp (out, SPLIT_DX)
     p_sizes, p_offsets,      # [T] int64 (PACKED)
+    p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch (COOP)
     T, B, H, K,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, SPLIT_DX: tl.constexpr, PACKED: tl.constexpr,
-    REVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    REVERSE: tl.constexpr, COOP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_dh.dtype.element_ty
-    o_b = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    CACHE: tl.constexpr = _shared_cache(COOP)
+    o_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    n_h = tl.num_programs(0)
     s_cs = B.to(tl.int64) * H
     for i in range(T):
         step = T - 1 - i
@@ -150,7 +182,7 @@ def _tiled_bwd_kernel(
         t_next, rows_next, first_next = _rows_at(p_sizes, p_offsets, step + 1, T, B, REVERSE, PACKED)
         m_b = o_b < rows
         p_dhp_t = p_dhp + t * s_dht + first * s_dhp
-        for h_start in range(0, H, BLOCK_H):
+        for h_start in range(tl.program_id(0) * BLOCK_H, H, n_h * BLOCK_H):
             o_h = h_start + tl.arange(0, BLOCK_H)
             m_h = o_h < H
             _bwd_tile(p_dhp + t_next * s_dht + first_next * s_dhp, s_dhp, p_w, s_wr, s_wc,
@@ -160,8 +192,8 @@ def _tiled_bwd_kernel(
                       p_dhp_t, s_dhp, p_dxp + t * s_dxt + first * s_dxp, s_dxp,
                       rows_next, rows_prev, H, K, o_b, o_h, m_b, m_h, m_b[:, None] & m_h[None, :],
                       ACC, CELL, G, NS, True, SPLIT_DX, True, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT,
-                      DOT_PRECISION)
-        tl.debug_barrier()  # dHp_t of every chunk, before the previous step reads it
+                      DOT_PRECISION, CACHE)
+        _step_barrier(p_bar, (i + 1) * n_h, COOP)  # dHp_t of every chunk, before the previous step reads it
 
 
 # ---- cooperative -----------------------------------------------------------------------------------------------
@@ -285,8 +317,9 @@ def _coop_bwd_kernel(
     p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch
     T, B, H, K,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, SPLIT_DX: tl.constexpr, PACKED: tl.constexpr,
-    REVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, HP: tl.constexpr,
-    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    REVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,   # unused: the backward's matmul reduces its whole slice at once (HP)
+    HP: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_dh.dtype.element_ty
     n_h = tl.num_programs(0)

@@ -7,7 +7,7 @@ Grid of both kernels: (cdiv(B, BLOCK_B), cdiv(H, BLOCK_H)). A program owns a bat
 hidden units and computes ALL gates of that slice, so the cell's pointwise update stays in registers.
 
 Forward, step t:    x_k = xp_t[k]   or, with FUSE_INPUT (single steps), x_t @ W_ih[k]^T + b_ih[k]
-                    r_k = h_{t-1} @ W_hh[k*H:(k+1)*H]^T + b_hh[k]     (k < G, one matmul tile each)
+                    r_k = h_{t-1} @ W_hh[k*H:(k+1)*H]^T + b_hh[k]     (k < G, one pass over K for all gates)
                     h_t, c_t, saved = cell_fwd(x, r, h_{t-1}, c_{t-1})
 Backward, step t:   dh  = dy_t + carry_h + dHp_{t+1} @ W_hh          (matmul over all G*H gate rows)
                     dXp_t, dHp_t, carry_h, carry_c = cell_bwd(dh, carry_c, saved, ...)
@@ -50,25 +50,33 @@ def _load_rows(p, s, p2, s2, split, o_m, m_m, o_c, m_c, TWO_SOURCES: tl.constexp
 @triton.jit
 def _matmul_tile(p_a, s_a, p_a2, s_a2, split, o_m, m_m, p_b, s_bk, s_bn, o_n, m_n, K,
                  ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 TWO_SOURCES: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """acc[m, n] = sum_k A[m, k] * B[k, n] for rows o_m of A (see _load_rows) and columns o_n of B.
+                 TWO_SOURCES: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                 CACHE: tl.constexpr = ""):
+    """acc[m, n] = sum_k A[m, k] * B[k, n] for rows o_m of A (see _load_rows; CACHE: its loads' modifier) and
+    columns o_n of B.
 
-    The one place the recurrent matmul is tiled: the forward reads B = W_hh^T (one gate's rows) or W_ih^T,
-    the backward B = W_hh. UPCAST_DOT feeds accumulator-dtype operands to tl.dot (needed under the
-    interpreter, where bf16 dots are wrong); DOT_PRECISION is "ieee" or "tf32" for fp32 operands.
+    The input projection (B = W_ih^T) and the backward's recurrent matmul (B = W_hh). UPCAST_DOT feeds
+    accumulator-dtype operands to tl.dot (needed under the interpreter, where bf16 dots are wrong);
+    DOT_PRECISION is "ieee" or "tf32" for fp32 operands.
     """
     acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     for k0 in range(0, K, BLOCK_K):
         o_k = k0 + tl.arange(0, BLOCK_K)
         m_k = o_k < K
-        b_a = _load_rows(p_a, s_a, p_a2, s_a2, split, o_m, m_m, o_k, m_k, TWO_SOURCES)
+        b_a = _load_rows(p_a, s_a, p_a2, s_a2, split, o_m, m_m, o_k, m_k, TWO_SOURCES, CACHE)
         b_b = tl.load(p_b + o_k[:, None] * s_bk + o_n[None, :] * s_bn, mask=m_k[:, None] & m_n[None, :],
                       other=0.0)
-        if UPCAST_DOT:
-            b_a = b_a.to(ACC)
-            b_b = b_b.to(ACC)
-        acc = tl.dot(b_a, b_b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
+        acc = _dot_acc(b_a, b_b, acc, ACC, UPCAST_DOT, DOT_PRECISION)
     return acc
+
+
+@triton.jit
+def _dot_acc(a, b, acc, ACC: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc + a @ b, accumulated in ACC (UPCAST_DOT: on ACC operands)."""
+    if UPCAST_DOT:
+        a = a.to(ACC)
+        b = b.to(ACC)
+    return tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
 
 
 @triton.jit
@@ -133,55 +141,85 @@ def _store_gate_grads(p_dhp, s_dhp, p_dxp, s_dxp, o_b, o_h, m, H, d0, d1, d2, d3
 
 
 @triton.jit
-def _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, gate, H, I,
-                ACC: tl.constexpr, HAS_BIAS: tl.constexpr, FUSE_INPUT: tl.constexpr,
-                BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Input pre-activation of one gate: loaded from xp_t, or computed as x_t @ W_ih[gate]^T + b_ih[gate]."""
-    if FUSE_INPUT:
-        x = _matmul_tile(p_x, s_x, p_x, s_x, 0, o_b, m_b, p_wih + gate * H * s_wir, s_wic, s_wir, o_h, m_h, I,
-                         ACC, BLOCK_B, BLOCK_H, BLOCK_K, False, UPCAST_DOT, DOT_PRECISION)
-        if HAS_BIAS:
-            x += tl.load(p_bih + gate * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
-    else:
-        x = _load_gate(p_x, o_b, s_x, o_h, m, gate, H, ACC)
-    return x
-
-
-@triton.jit
 def _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I,
                  ACC: tl.constexpr, HAS_BIAS: tl.constexpr, FUSE_INPUT: tl.constexpr, G: tl.constexpr,
                  BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
                  UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Input pre-activations (``_input_gate``) of the G gates; unused slots are zeros."""
-    x0 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 0, H, I,
-                     ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    x1 = tl.zeros_like(x0)
-    x2 = tl.zeros_like(x0)
-    x3 = tl.zeros_like(x0)
-    if G > 1:
-        x1 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 1, H, I,
-                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    if G > 2:
-        x2 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 2, H, I,
-                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    if G > 3:
-        x3 = _input_gate(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 3, H, I,
-                         ACC, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    """Input pre-activations of the G gates (unused slots are zeros): loaded from xp_t or, with FUSE_INPUT,
+    computed as x_t @ W_ih[g]^T + b_ih[g]."""
+    if FUSE_INPUT:
+        x0, x1, x2, x3 = _gates_matmul(p_x, s_x, p_x, s_x, 0, o_b, m_b, p_wih, s_wir, s_wic, o_h, m_h, H, I, ACC,
+                                       False, G, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION, "")
+        x0, x1, x2, x3 = _add_biases(p_bih, H, o_h, m_h, x0, x1, x2, x3, ACC, HAS_BIAS, G)
+    else:
+        x0 = _load_gate(p_x, o_b, s_x, o_h, m, 0, H, ACC)
+        x1 = tl.zeros_like(x0)
+        x2 = tl.zeros_like(x0)
+        x3 = tl.zeros_like(x0)
+        if G > 1:
+            x1 = _load_gate(p_x, o_b, s_x, o_h, m, 1, H, ACC)
+        if G > 2:
+            x2 = _load_gate(p_x, o_b, s_x, o_h, m, 2, H, ACC)
+        if G > 3:
+            x3 = _load_gate(p_x, o_b, s_x, o_h, m, 3, H, ACC)
     return x0, x1, x2, x3
 
 
 @triton.jit
-def _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, gate, H, K,
-                    ACC: tl.constexpr, HAS_BIAS: tl.constexpr, TWO_SOURCES: tl.constexpr,
-                    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Recurrent pre-activation of one gate: h_{t-1} @ W_hh[gate]^T + b_hh[gate]."""
-    r = _matmul_tile(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w + gate * H * s_wr, s_wc, s_wr, o_h, m_h, K,
-                     ACC, BLOCK_B, BLOCK_H, BLOCK_K, TWO_SOURCES, UPCAST_DOT, DOT_PRECISION)
+def _w_gate_block(p_w, gate, H, s_wr, s_wc, o_k, m_k, o_h, m_h):
+    """[o_k, o_h] block of W_hh[gate]^T (rows gate*H + o_h of W_hh, columns o_k)."""
+    return tl.load(p_w + (gate * H + o_h[None, :]) * s_wr + o_k[:, None] * s_wc, mask=m_k[:, None] & m_h[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def _gates_matmul(p_a, s_a, p_a2, s_a2, split, o_b, m_b, p_w, s_wr, s_wc, o_h, m_h, H, K,
+                  ACC: tl.constexpr, TWO_SOURCES: tl.constexpr, G: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr):
+    """r_g = A @ W[g*H + o_h]^T for the G gates in one pass over K: each block of A (rows o_b as in _load_rows,
+    CACHE its loads' modifier) is loaded once for all gates. A is h_{t-1} with W = W_hh, or x_t with W = W_ih.
+    Unused slots are zeros."""
+    r0 = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+    r1 = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+    r2 = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+    r3 = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+    for k0 in range(0, K, BLOCK_K):
+        o_k = k0 + tl.arange(0, BLOCK_K)
+        m_k = o_k < K
+        a = _load_rows(p_a, s_a, p_a2, s_a2, split, o_b, m_b, o_k, m_k, TWO_SOURCES, CACHE)
+        r0 = _dot_acc(a, _w_gate_block(p_w, 0, H, s_wr, s_wc, o_k, m_k, o_h, m_h), r0, ACC, UPCAST_DOT,
+                      DOT_PRECISION)
+        if G > 1:
+            r1 = _dot_acc(a, _w_gate_block(p_w, 1, H, s_wr, s_wc, o_k, m_k, o_h, m_h), r1, ACC, UPCAST_DOT,
+                          DOT_PRECISION)
+        if G > 2:
+            r2 = _dot_acc(a, _w_gate_block(p_w, 2, H, s_wr, s_wc, o_k, m_k, o_h, m_h), r2, ACC, UPCAST_DOT,
+                          DOT_PRECISION)
+        if G > 3:
+            r3 = _dot_acc(a, _w_gate_block(p_w, 3, H, s_wr, s_wc, o_k, m_k, o_h, m_h), r3, ACC, UPCAST_DOT,
+                          DOT_PRECISION)
+    return r0, r1, r2, r3
+
+
+@triton.jit
+def _gate_bias(p_b, gate, H, o_h, m_h, ACC: tl.constexpr):
+    """b[gate*H + o_h] as a [1, BLOCK_H] row."""
+    return tl.load(p_b + gate * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
+
+
+@triton.jit
+def _add_biases(p_b, H, o_h, m_h, r0, r1, r2, r3, ACC: tl.constexpr, HAS_BIAS: tl.constexpr, G: tl.constexpr):
+    """r_g + b[g*H + o_h] for the G gates (HAS_BIAS; else r unchanged)."""
     if HAS_BIAS:
-        r += tl.load(p_bhh + gate * H + o_h, mask=m_h, other=0.0).to(ACC)[None, :]
-    return r
+        r0 += _gate_bias(p_b, 0, H, o_h, m_h, ACC)
+        if G > 1:
+            r1 += _gate_bias(p_b, 1, H, o_h, m_h, ACC)
+        if G > 2:
+            r2 += _gate_bias(p_b, 2, H, o_h, m_h, ACC)
+        if G > 3:
+            r3 += _gate_bias(p_b, 3, H, o_h, m_h, ACC)
+    return r0, r1, r2, r3
 
 
 @triton.jit
@@ -191,30 +229,20 @@ def _fwd_tile(
     ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr,
     SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr, TWO_SOURCES: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr = "",
 ):
-    """The forward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_fwd_kernel``)."""
-    r0 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 0, H, K,
-                         ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    r1 = tl.zeros_like(r0)
-    r2 = tl.zeros_like(r0)
-    r3 = tl.zeros_like(r0)
-    if G > 1:
-        r1 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 1, H, K,
-                             ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    if G > 2:
-        r2 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 2, H, K,
-                             ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
-    if G > 3:
-        r3 = _recurrent_gate(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, p_bhh, o_h, m_h, 3, H, K,
-                             ACC, HAS_BIAS, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+    """The forward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_fwd_kernel``; CACHE:
+    the modifier of the loads of h_{t-1}, ".cg" where other programs of the same launch wrote it)."""
+    r0, r1, r2, r3 = _gates_matmul(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, o_h, m_h, H, K,
+                                   ACC, TWO_SOURCES, G, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION, CACHE)
+    r0, r1, r2, r3 = _add_biases(p_bhh, H, o_h, m_h, r0, r1, r2, r3, ACC, HAS_BIAS, G)
     x0, x1, x2, x3 = _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I, ACC, HAS_BIAS,
                                   FUSE_INPUT, G, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
 
     h_prev = tl.zeros_like(r0)
     c_prev = tl.zeros_like(r0)
     if CELL == CELL_GRU:
-        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
+        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES, CACHE).to(ACC)
     if CELL == CELL_LSTM:
         c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
 
@@ -262,13 +290,14 @@ def _bwd_tile(
     p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_next, B_prev, H, K, o_b, o_h, m_b, m_h, m,
     ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_NEXT: tl.constexpr,
     SPLIT_DX: tl.constexpr, TWO_SOURCES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr = "",
 ):
-    """The backward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_bwd_kernel``)."""
+    """The backward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_bwd_kernel``; CACHE:
+    the modifier of the loads of dHp_{t+1}, ".cg" where other programs of the same launch wrote it)."""
     dh = _load_gate(p_dh, o_b, H, o_h, m, 0, H, ACC) + _load_gate(p_dy, o_b, s_dy, o_h, m, 0, H, ACC)
     if HAS_NEXT:
         dh += _matmul_tile(p_dhp_next, s_dn, p_dhp_next, s_dn, 0, o_b, o_b < B_next, p_w, s_wr, s_wc, o_h, m_h,
-                           G * H, ACC, BLOCK_B, BLOCK_H, BLOCK_K, False, UPCAST_DOT, DOT_PRECISION)
+                           G * H, ACC, BLOCK_B, BLOCK_H, BLOCK_K, False, UPCAST_DOT, DOT_PRECISION, CACHE)
 
     s0, s1, s2, s3 = _load_saved(p_save, o_b, o_h, m, H, NS, ACC)
     dc = tl.zeros_like(dh)

@@ -184,7 +184,7 @@ def test_search_finds_the_fastest(fake_harness, strategy):
 def test_pruned_candidates_are_never_run(fake_harness):
     """Configurations beyond the GPU's limits never reach the launcher (nothing is compiled for them)."""
     p = Problem("step_fwd", "gru", "float32", 256, 256, 64)
-    limits = spaces.GpuLimits("small", smem_per_block=64 * 1024, smem_per_sm=64 * 1024, regs_per_thread=160)
+    limits = spaces.GpuLimits("small", smem_per_block=100 * 1024, smem_per_sm=100 * 1024, regs_per_thread=160)
     pruned = spaces.candidates(p, limits)
     assert pruned.by_resources and p.heuristic("cuda") in pruned.survivors
     tuner.tune(p, CPU, strategy="exhaustive", timer=lambda fn: cost(fn.cfg), limits=limits,

@@ -17,6 +17,7 @@ import fusedrnn
 from _helpers import TOL, assert_close, kernels_ran, make_pair
 from fusedrnn import launch
 from fusedrnn.autotune import runtime as autotune_runtime
+from fusedrnn.autotune import spaces
 from fusedrnn.autotune.spaces import KNOWN_GPUS, StepConfig
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -26,7 +27,23 @@ DEVICE = "cuda" if ON_GPU else "cpu"
 NEEDS_GPU = pytest.mark.skipif(not ON_GPU, reason="the cooperative kernel's programs must all be resident at once; "
                                                   "the interpreter runs them one after another (a multi-program "
                                                   "grid would wait forever at its first barrier)")
-KERNEL_NAMES = {"tiled": ("tiled_fwd", "tiled_bwd"), "cooperative": ("coop_fwd", "coop_bwd")}
+KERNEL_NAMES = {"tiled": ("tiled_fwd", "tiled_bwd"), "cooperative": ("coop_fwd", "coop_bwd"),
+                "streamed": ("streamed_fwd", "streamed_bwd")}
+#: The streamed cooperative variant under the interpreter: small tiles, so a program walks several hidden chunks
+#: and K blocks and a batch has several tiles (each tile's programs meet at their own barrier, which a single
+#: hidden program passes at once).
+STREAMED = StepConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4, num_warps=1, num_stages=1, variant="streamed")
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Make "cooperative" mean the streamed variant (``STREAMED``) wherever it is asked for."""
+    monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (STREAMED, None))
+
+
+def _forced(kernel):
+    """The kernel setting that runs ``kernel`` (a key of KERNEL_NAMES): "streamed" is a cooperative plan."""
+    return fusedrnn.use_kernel("cooperative" if kernel == "streamed" else kernel)
 
 
 def _states(out):
@@ -57,7 +74,7 @@ def _compare(cell, kernel, *, B=3, T=5, I=4, H=6, layers=1, bidirectional=True, 
     hx = tuple(torch.randn(n, B, H, dtype=dtype, device=device, requires_grad=True)
                for _ in range(2 if cell == "lstm" else 1))
     hx = hx if cell == "lstm" else hx[0]
-    with kernels_ran(*KERNEL_NAMES[kernel]), fusedrnn.use_kernel(kernel):
+    with kernels_ran(*KERNEL_NAMES[kernel]), _forced(kernel):
         got = _run(fused, x, hx, lengths)
     want = _run(ref, x, hx, lengths)
     assert_close("output", want[0], got[0], dtype)
@@ -77,6 +94,17 @@ def test_parity_dense_bidirectional(cell, kernel):
     _compare(cell, kernel)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_parity_streamed(cell, streamed):
+    """The streamed cooperative variant: 2 batch tiles, 2 hidden chunks and K blocks per program, both directions."""
+    _compare(cell, "streamed")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_parity_streamed_packed(cell, streamed):
+    _compare(cell, "streamed", B=4, T=5, I=3, H=10, lengths=[3, 5, 1, 4])
+
+
 @pytest.mark.parametrize("kernel", ["tiled", "cooperative"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_parity_packed_unsorted_two_layers(cell, kernel):
@@ -92,14 +120,16 @@ def test_tiled_many_programs_chunks_and_k_blocks(cell):
         _compare(cell, "tiled", B=5, T=4, I=3, H=10, bidirectional=False, lengths=[4, 2, 4, 1, 3])
 
 
-@pytest.mark.parametrize("kernel", ["tiled", "cooperative"])
+@pytest.mark.parametrize("kernel", ["tiled", "cooperative", "streamed"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_inference_fuses_the_input_projection(cell, kernel):
+def test_inference_fuses_the_input_projection(cell, kernel, monkeypatch):
     """Without grad the persistent kernels compute x_t @ W_ih^T inside (no [T, B, G*H] buffer): same values."""
+    if kernel == "streamed":
+        monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (STREAMED, None))
     torch.manual_seed(1)
     ref, fused = make_pair(cell, 5, 7, dtype=F64, bidirectional=True)
     x = torch.randn(6, 3, 5, dtype=F64)
-    with torch.no_grad(), kernels_ran(KERNEL_NAMES[kernel][0]), fusedrnn.use_kernel(kernel):
+    with torch.no_grad(), kernels_ran(KERNEL_NAMES[kernel][0]), _forced(kernel):
         out, states = fused(x)
     with torch.no_grad():
         ref_out, ref_states = ref(x)
@@ -168,20 +198,29 @@ def test_auto_heuristic():
     assert pick("lstm", torch.float32, cpu, 10_000, 4, 8, True) == "step"  # projections: step only
     assert pick("gru", torch.bfloat16, cuda, 1, 16, 128, False, h100) == "step"
     assert pick("gru", torch.bfloat16, cuda, 1024, 16, 128, False, h100) == "cooperative"
-    assert pick("lstm", torch.bfloat16, cuda, 1024, 16, 768, False, h100) == "tiled"  # slice too large
-    assert pick("lstm", torch.bfloat16, cuda, 100, 16, 768, False, h100) == "step"
+    assert pick("lstm", torch.bfloat16, cuda, 16, 16, 768, False, h100) == "step"
     assert pick("rnn_tanh", torch.float16, cuda, 64, 8, 256, False, h100) == "cooperative"
+    # The resident variant where the W_hh slice fits registers, the streamed one beyond (the issue's headline
+    # shape); no cooperative grid with so many batch tiles that the batch-tiled kernel fills the GPU alone.
+    assert launch._choose("gru", torch.bfloat16, cuda, 1024, 16, 128, False, h100)[1].variant == "cooperative"
+    kernel, plan = launch._choose("lstm", torch.bfloat16, cuda, 1024, 16, 768, False, h100)
+    assert kernel == "cooperative" and plan.variant == "streamed"
+    assert pick("lstm", torch.bfloat16, cuda, 1024, 10_000, 768, False, h100) == "tiled"
+    assert pick("lstm", torch.bfloat16, cuda, 100, 10_000, 768, False, h100) == "step"
 
 
 def test_coop_plan_refuses_what_cannot_be_resident(monkeypatch):
     cuda = torch.device("cuda")
     few = dataclasses.replace(KNOWN_GPUS["H100"], sms=2)
-    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 16, few)
-    assert plan is None and "SMs" in why
-    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, few)
-    assert plan is not None and plan.BLOCK_H * few.sms >= 128
-    plan, why = launch.coop_plan("lstm", torch.float16, cuda, 768, 16, KNOWN_GPUS["H100"])
-    assert plan is None and "wider" in why
+    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, few)  # 2 slices of 64: resident
+    assert plan.variant == "cooperative" and spaces.coop_grid(plan, 128, 16, few.sms) == (2, 1)
+    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 16, few)  # too many slices: streamed
+    assert plan.variant == "streamed" and spaces.coop_grid(plan, 256, 16, few.sms) == (2, 1)
+    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 65, few)  # 2 batch tiles
+    assert plan is None and "batch tiles" in why
+    for H, B, grid in ((768, 16, (48, 1)), (1024, 64, (64, 1)), (4096, 16, (128, 1)), (1024, 256, (32, 4))):
+        plan, why = launch.coop_plan("lstm", torch.bfloat16, cuda, H, B, KNOWN_GPUS["H100"])
+        assert plan.variant == "streamed" and spaces.coop_grid(plan, H, B, 132) == grid, (H, B)
     monkeypatch.setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "50")
     plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, KNOWN_GPUS["H100"])
     assert plan is None and "MPS" in why
@@ -234,19 +273,21 @@ class _Allocations(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("kernel", ["tiled", "cooperative"])
+@pytest.mark.parametrize("kernel", ["tiled", "cooperative", "streamed"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
-def test_inference_memory_does_not_grow_with_T(cell, kernel):
+def test_inference_memory_does_not_grow_with_T(cell, kernel, monkeypatch):
     """Without grad, the launcher allocates nothing that grows with T except the output itself."""
     spec = launch.CELLS[cell]
     H, I, B = 3, 2, 2
     w_ih, w_hh = torch.randn(spec.gates * H, I), torch.randn(spec.gates * H, H)
     b_ih, b_hh = torch.randn(spec.gates * H), torch.randn(spec.gates * H)
+    if kernel == "streamed":
+        monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (STREAMED, None))
     sizes = {}
     for T in (6, 12):
         x = torch.randn(T, B, I)
         h0, c0 = torch.randn(B, H), torch.randn(B, H) if cell == "lstm" else None
-        with fusedrnn.use_kernel(kernel), _Allocations() as rec:
+        with _forced(kernel), kernels_ran(KERNEL_NAMES[kernel][0]), _Allocations() as rec:
             y, *_ = launch.recurrence_fwd(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, False, False)
         sizes[T] = sorted(n for n in rec.sizes if n != y.numel())
     assert sizes[6] == sizes[12], f"allocations that grow with T: {sizes}"
@@ -302,25 +343,20 @@ def test_hundred_thousand_steps():
 # ---- the cooperative kernel on a GPU ----------------------------------------------------------------------------
 
 
-@NEEDS_GPU
-@pytest.mark.parametrize("cell", CELLS)
-def test_cooperative_multi_program_gpu(cell):
-    """Many programs (hidden slices x batch tiles) meeting at the grid barrier: against torch.nn in float32."""
-    H, B = 64, 40  # 4 hidden slices of 16 x 3 batch tiles of 16
-    plan, why = launch.coop_plan(cell, torch.float32, torch.device("cuda"), H, B)
-    if plan is None:
-        pytest.skip(why)
+def _gpu_against_torch(cell, H, B, names, T=40, I=8):
+    """A bidirectional layer in float32 on the GPU, forward and backward, against torch.nn (IEEE fp32 both sides)."""
     torch.manual_seed(0)
-    ref, fused = make_pair(cell, 8, H, dtype=torch.float32, bidirectional=True)
+    ref, fused = make_pair(cell, I, H, dtype=torch.float32, bidirectional=True)
     ref, fused = ref.cuda(), fused.cuda()
-    x = torch.randn(40, B, 8, device="cuda", requires_grad=True)
-    with kernels_ran("coop_fwd", "coop_bwd"), fusedrnn.use_kernel("cooperative"):
-        out, _, grads = _run(fused, x, None)
-    torch.backends.cudnn.allow_tf32 = False  # IEEE fp32 on both sides
+    x = torch.randn(T, B, I, device="cuda", requires_grad=True)
+    allow = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
+        with kernels_ran(*names), fusedrnn.use_kernel("cooperative"):
+            out, _, grads = _run(fused, x, None)
         ref_out, _, ref_grads = _run(ref, x, None)
     finally:
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = allow
     tol = dict(atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out, ref_out, **tol)
     for g, w in zip(grads, ref_grads):
@@ -328,8 +364,44 @@ def test_cooperative_multi_program_gpu(cell):
 
 
 @NEEDS_GPU
+@pytest.mark.parametrize("cell", CELLS)
+def test_cooperative_multi_program_gpu(cell):
+    """Many resident programs (hidden slices x batch tiles) meeting at the grid barrier."""
+    H, B = 64, 40  # 4 hidden slices of 16, one batch tile of 64 rows (40 used)
+    plan, why = launch.coop_plan(cell, torch.float32, torch.device("cuda"), H, B)
+    if plan is None or plan.variant != "cooperative":
+        pytest.skip(why or f"{cell} H={H} runs {plan.variant}")
+    _gpu_against_torch(cell, H, B, KERNEL_NAMES["cooperative"])
+
+
+@NEEDS_GPU
+@pytest.mark.parametrize("sms", [None, 8])
+@pytest.mark.parametrize("cell", CELLS)
+def test_streamed_multi_program_gpu(cell, sms, monkeypatch):
+    """The streamed variant: 13 chunks of 16 units (H=200: the last one partial) x 3 batch tiles, one chunk per
+    program, or (a GPU of 8 SMs, pretended) 2 programs per batch tile walking 6-7 chunks each."""
+    H, B = 200, 40
+    plan = StepConfig(BLOCK_B=16, BLOCK_H=16, BLOCK_K=64, num_warps=4, num_stages=3, variant="streamed")
+    monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (plan, None))
+    if sms is not None:
+        real = launch.device_limits
+        monkeypatch.setattr(launch, "device_limits", lambda d: dataclasses.replace(real(d), sms=sms))
+    _gpu_against_torch(cell, H, B, KERNEL_NAMES["streamed"])
+
+
+@NEEDS_GPU
 def test_cooperative_packed_gpu():
     _compare("lstm", "cooperative", B=40, T=9, I=8, H=32, layers=2, lengths=list(range(9, 0, -1)) * 4 + [3] * 4,
+             dtype=torch.float64, device="cuda")
+
+
+@NEEDS_GPU
+def test_streamed_packed_gpu(monkeypatch):
+    """Packed, both directions, 2 layers, through the streamed variant chosen by dispatch itself (H=768: the
+    resident slice would not fit), in float64."""
+    plan, why = launch.coop_plan("gru", torch.float64, torch.device("cuda"), 768, 40)
+    assert plan is not None and plan.variant == "streamed", why
+    _compare("gru", "streamed", B=40, T=9, I=8, H=768, layers=2, lengths=list(range(9, 0, -1)) * 4 + [3] * 4,
              dtype=torch.float64, device="cuda")
 
 

@@ -23,17 +23,20 @@ H100 = KNOWN_GPUS["H100"]
 
 def test_resource_configs_are_dispatchs():
     """bench.resources compiles the configurations the launcher would use (no shipped table: the heuristics)."""
-    for H in (64, 128):
+    for H, kind in ((64, "coop_fwd"), (128, "coop_bwd"), (768, "streamed_fwd"), (1024, "streamed_bwd")):
         plan, _ = launch.coop_plan("gru", torch.bfloat16, torch.device("cuda"), H, 16, H100)
-        assert plan is not None and plan == resources.config_for("coop_fwd", "gru", "bf16", H, 16)
+        assert plan is not None and plan == resources.config_for(kind, "gru", "bf16", H, 16)
+    assert resources.config_for("coop_fwd", "gru", "bf16", 768, 16) is None  # the resident slice would not fit
     kinds = {c[0] for c in resources.dispatched(cells=("lstm", "rnn_tanh"))}
-    assert {"step_fwd", "step_bwd", "tiled_fwd", "tiled_bwd", "coop_fwd", "coop_bwd"} == kinds
+    # T=16: stepwise; T=100 and 1024: cooperative (rnn_tanh H=256 resident, the rest streamed). The batch-tiled
+    # kernel runs on an H100 only for batches too large for a cooperative grid, which these shapes are not.
+    assert {"step_fwd", "step_bwd", "coop_fwd", "coop_bwd", "streamed_fwd", "streamed_bwd"} == kinds
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_dispatched_kernels_do_not_spill_and_use_tensor_cores(cell, tmp_path):
-    """H in {256, 512, 768, 1024}, B in {16, 64}, T in {100, 1024}, bf16 and fp16: every kernel compiles for
+    """H in {256, 512, 768, 1024}, B in {16, 64}, T in {16, 100, 1024}, bf16 and fp16: every kernel compiles for
     sm_90a, spills nothing and has HGMMA/HMMA instructions. Compiled in a subprocess: the suite's process runs
     the Triton interpreter, which cannot compile."""
     out = tmp_path / "rows.json"
