@@ -55,7 +55,7 @@ def _matmul_tile(p_a, s_a, p_a2, s_a2, split, o_m, m_m, p_b, s_bk, s_bn, o_n, m_
     """acc[m, n] = sum_k A[m, k] * B[k, n] for rows o_m of A (see _load_rows; CACHE: its loads' modifier) and
     columns o_n of B.
 
-    The input projection (B = W_ih^T) and the backward's recurrent matmul (B = W_hh). UPCAST_DOT feeds
+    The backward's recurrent matmul (B = W_hh). UPCAST_DOT feeds
     accumulator-dtype operands to tl.dot (needed under the interpreter, where bf16 dots are wrong);
     DOT_PRECISION is "ieee" or "tf32" for fp32 operands.
     """
@@ -65,7 +65,7 @@ def _matmul_tile(p_a, s_a, p_a2, s_a2, split, o_m, m_m, p_b, s_bk, s_bn, o_n, m_
         m_k = o_k < K
         b_a = _load_rows(p_a, s_a, p_a2, s_a2, split, o_m, m_m, o_k, m_k, TWO_SOURCES, CACHE)
         b_b = tl.load(p_b + o_k[:, None] * s_bk + o_n[None, :] * s_bn, mask=m_k[:, None] & m_n[None, :],
-                      other=0.0)
+                      other=0.0, cache_modifier=".ca")  # W_hh: as in _w_gate_block
         acc = _dot_acc(b_a, b_b, acc, ACC, UPCAST_DOT, DOT_PRECISION)
     return acc
 
@@ -167,9 +167,11 @@ def _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H,
 
 @triton.jit
 def _w_gate_block(p_w, gate, H, s_wr, s_wc, o_k, m_k, o_h, m_h):
-    """[o_k, o_h] block of W_hh[gate]^T (rows gate*H + o_h of W_hh, columns o_k)."""
+    """[o_k, o_h] block of W[gate]^T (rows gate*H + o_h of W, columns o_k). ".ca": weight blocks are read again
+    at every step by the same program (persistent kernels), so they may stay in the SM's L1; the pipelined
+    loads would otherwise be cp.async.cg, which bypasses it."""
     return tl.load(p_w + (gate * H + o_h[None, :]) * s_wr + o_k[:, None] * s_wc, mask=m_k[:, None] & m_h[None, :],
-                   other=0.0)
+                   other=0.0, cache_modifier=".ca")
 
 
 @triton.jit
