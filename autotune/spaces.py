@@ -50,6 +50,7 @@ counts; not re-run since.)
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -297,12 +298,19 @@ def known_limits(name: str) -> GpuLimits | None:
 
 
 def device_limits(device) -> GpuLimits:
-    """Limits of a torch device: read from the CUDA device properties, the interpreter's for anything else."""
+    """Limits of a torch device: read from the CUDA device properties (once per device and process: the
+    launcher asks at every persistent layer call), the interpreter's for anything else."""
     if getattr(device, "type", device) != "cuda":
         return INTERPRETER
     import torch
 
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _cuda_limits(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_limits(index: int) -> GpuLimits:
+    import torch
+
     props = torch.cuda.get_device_properties(index)
     known = known_limits(props.name)
     smem_block = getattr(props, "shared_memory_per_block_optin", None) or (known.smem_per_block if known else None)

@@ -439,11 +439,12 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
-def _launch_persistent(kernel, plan, fns, names, tiled_cfg, B, H, device, args, n_sizes, coop_kwargs, consts):
+def _launch_persistent(kernel, plan, fns, names, tiled_config, B, H, device, args, n_sizes, coop_kwargs, consts):
     """One launch of a persistent kernel: cooperative (``plan``: resident ``fns[1]`` or streamed ``fns[0]`` on a
-    cooperative grid, with fresh barrier counters) when chosen and it fits the GPU, else batch-tiled (``fns[0]``,
-    ``tiled_cfg``). ``args``: the kernel's arguments up to the barrier counters, which go before the last
-    ``n_sizes`` of them. A cooperative launch that cannot be resident (OutOfResources) falls back, with a warning."""
+    cooperative grid, with fresh barrier counters) when chosen and it fits the GPU, else batch-tiled (``fns[0]``
+    with the StepConfig ``tiled_config()`` returns, looked up only when it runs). ``args``: the kernel's arguments
+    up to the barrier counters, which go before the last ``n_sizes`` of them. A cooperative launch that cannot be
+    resident (OutOfResources) falls back, with a warning."""
     tiled_fn, coop_fn = fns
     if kernel == "cooperative":
         sms = device_limits(device).sms if device.type == "cuda" else 1
@@ -461,6 +462,7 @@ def _launch_persistent(kernel, plan, fns, names, tiled_cfg, B, H, device, args, 
             warnings.warn(f"fusedrnn: the cooperative kernel does not fit this GPU ({e}); running the batch-tiled "
                           f"persistent kernel instead.", RuntimeWarning, stacklevel=4)
     unused_bar = args[-n_sizes - 1]  # any tensor: the batch-tiled kernel has no barrier
+    tiled_cfg = tiled_config()
     tiled_fn[(1, triton.cdiv(B, tiled_cfg.BLOCK_B))](
         *args[:-n_sizes], unused_bar, *args[-n_sizes:], BLOCK_B=tiled_cfg.BLOCK_B, BLOCK_H=tiled_cfg.BLOCK_H,
         BLOCK_K=tiled_cfg.BLOCK_K, num_warps=tiled_cfg.num_warps, num_stages=tiled_cfg.num_stages, COOP=False,
@@ -483,9 +485,9 @@ def _persistent_fwd(kernel, plan, spec, sched, xp, fuse_input, w_ih, b_ih, h0, c
             y, *sched.strides(y), cs, saved, s_svt, sizes, offsets, T, B, H, P, I)
     consts = dict(CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
                   FUSE_INPUT=fuse_input, PACKED=sched.packed, REVERSE=sched.reverse, **_dot_settings(dtype, device))
-    cfg = _config("tiled_fwd", spec.name, H, P, B, dtype, device, I if fuse_input else 0)
     _launch_persistent(kernel, plan, (_tiled_fwd_kernel, _coop_fwd_kernel), ("tiled_fwd", "coop_fwd", "streamed_fwd"),
-                       cfg, B, H, device, args, 5, dict(KP=triton.next_power_of_2(P)), consts)
+                       lambda: _config("tiled_fwd", spec.name, H, P, B, dtype, device, I if fuse_input else 0),
+                       B, H, device, args, 5, dict(KP=triton.next_power_of_2(P)), consts)
 
 
 def _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp):
@@ -503,9 +505,9 @@ def _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved
             sizes, offsets, T, B, H, P)
     consts = dict(CELL=spec.code, G=spec.gates, NS=spec.saved, SPLIT_DX=split_dx, PACKED=sched.packed,
                   REVERSE=sched.reverse, **_dot_settings(dtype, device))
-    cfg = _config("tiled_bwd", spec.name, H, spec.gates * H, B, dtype, device)
     _launch_persistent(kernel, plan, (_tiled_bwd_kernel, _coop_bwd_kernel), ("tiled_bwd", "coop_bwd", "streamed_bwd"),
-                       cfg, B, H, device, args, 4, dict(HP=triton.next_power_of_2(H)), consts)
+                       lambda: _config("tiled_bwd", spec.name, H, spec.gates * H, B, dtype, device),
+                       B, H, device, args, 4, dict(HP=triton.next_power_of_2(H)), consts)
 
 
 def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_ih: torch.Tensor,

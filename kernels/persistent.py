@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 
 from .cells import CELL_GRU, CELL_LSTM, cell_bwd, cell_fwd
-from .step import (_bwd_tile, _fwd_tile, _input_gates, _load_gate, _load_rows, _load_saved, _store_gate,
+from .step import (_bwd_tile, _dot_acc, _fwd_tile, _input_gates, _load_gate, _load_rows, _load_saved, _store_gate,
                    _store_gate_grads, _store_saved)
 
 
@@ -207,14 +207,6 @@ def _w_slice(p, s_r, s_c, o_r, m_r, o_c, m_c):
 
 
 @triton.jit
-def _dot(a, b, ACC: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    if UPCAST_DOT:
-        a = a.to(ACC)
-        b = b.to(ACC)
-    return tl.dot(a, b, input_precision=DOT_PRECISION, out_dtype=ACC)
-
-
-@triton.jit
 def _bias(p_b, gate, H, o_h, m_h, ACC: tl.constexpr, HAS_BIAS: tl.constexpr):
     if HAS_BIAS:
         return tl.load(p_b + gate * H + o_h, mask=m_h, other=0.0).to(ACC)
@@ -279,16 +271,16 @@ def _coop_fwd_kernel(
         p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
         h_full = _load_rows(p_h_prev, s_y, p_h0, s_h0, rows_prev, o_b, m_b, o_k, m_k, True, ".cg")
 
-        r0 = _dot(h_full, w0, ACC, UPCAST_DOT, DOT_PRECISION) + b0[None, :]
+        r0 = _dot_acc(h_full, w0, None, ACC, UPCAST_DOT, DOT_PRECISION) + b0[None, :]
         r1 = tl.zeros_like(r0)
         r2 = tl.zeros_like(r0)
         r3 = tl.zeros_like(r0)
         if G > 1:
-            r1 = _dot(h_full, w1, ACC, UPCAST_DOT, DOT_PRECISION) + b1[None, :]
+            r1 = _dot_acc(h_full, w1, None, ACC, UPCAST_DOT, DOT_PRECISION) + b1[None, :]
         if G > 2:
-            r2 = _dot(h_full, w2, ACC, UPCAST_DOT, DOT_PRECISION) + b2[None, :]
+            r2 = _dot_acc(h_full, w2, None, ACC, UPCAST_DOT, DOT_PRECISION) + b2[None, :]
         if G > 3:
-            r3 = _dot(h_full, w3, ACC, UPCAST_DOT, DOT_PRECISION) + b3[None, :]
+            r3 = _dot_acc(h_full, w3, None, ACC, UPCAST_DOT, DOT_PRECISION) + b3[None, :]
         x0, x1, x2, x3 = _input_gates(p_x + t * s_xt + first * s_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih,
                                       o_h, m_h, H, I, ACC, HAS_BIAS, FUSE_INPUT, G, BLOCK_B, BLOCK_H, BLOCK_K,
                                       UPCAST_DOT, DOT_PRECISION)
@@ -357,16 +349,16 @@ def _coop_bwd_kernel(
         p_next = p_dhp + t_next * s_dht + first_next * s_dhp
         m_next = o_b < rows_next
         g0 = _load_rows(p_next, s_dhp, p_next, s_dhp, 0, o_b, m_next, o_r, m_r, False, ".cg")
-        dh += _dot(g0, v0, ACC, UPCAST_DOT, DOT_PRECISION)
+        dh = _dot_acc(g0, v0, dh, ACC, UPCAST_DOT, DOT_PRECISION)
         if G > 1:
             g1 = _load_rows(p_next + H, s_dhp, p_next, s_dhp, 0, o_b, m_next, o_r, m_r, False, ".cg")
-            dh += _dot(g1, v1, ACC, UPCAST_DOT, DOT_PRECISION)
+            dh = _dot_acc(g1, v1, dh, ACC, UPCAST_DOT, DOT_PRECISION)
         if G > 2:
             g2 = _load_rows(p_next + 2 * H, s_dhp, p_next, s_dhp, 0, o_b, m_next, o_r, m_r, False, ".cg")
-            dh += _dot(g2, v2, ACC, UPCAST_DOT, DOT_PRECISION)
+            dh = _dot_acc(g2, v2, dh, ACC, UPCAST_DOT, DOT_PRECISION)
         if G > 3:
             g3 = _load_rows(p_next + 3 * H, s_dhp, p_next, s_dhp, 0, o_b, m_next, o_r, m_r, False, ".cg")
-            dh += _dot(g3, v3, ACC, UPCAST_DOT, DOT_PRECISION)
+            dh = _dot_acc(g3, v3, dh, ACC, UPCAST_DOT, DOT_PRECISION)
 
         s0, s1, s2, s3 = _load_saved(p_save + t * s_svt + first * (NS * H), o_b, o_h, m, H, NS, ACC)
         c = tl.zeros_like(dh)

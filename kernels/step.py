@@ -72,7 +72,7 @@ def _matmul_tile(p_a, s_a, p_a2, s_a2, split, o_m, m_m, p_b, s_bk, s_bn, o_n, m_
 
 @triton.jit
 def _dot_acc(a, b, acc, ACC: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """acc + a @ b, accumulated in ACC (UPCAST_DOT: on ACC operands)."""
+    """acc + a @ b (acc None: a @ b), accumulated in ACC (UPCAST_DOT: on ACC operands)."""
     if UPCAST_DOT:
         a = a.to(ACC)
         b = b.to(ACC)
