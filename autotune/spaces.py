@@ -67,6 +67,12 @@ DTYPE_BYTES = {"float16": (2, 4), "bfloat16": (2, 4), "float32": (4, 4), "float3
                "float64": (8, 8)}
 
 
+#: ptxas's register limit for the batch-tiled and streamed persistent kernels (``StepConfig.launch_options``):
+#: 255, the most a thread can have (fewer beyond 8 warps, so that one program always fits the SM's 64K
+#: registers; at 8 warps, 32 threads x 256 each, as the allocation granule rounds 255 up, is all of them).
+PERSISTENT_MAXNREG = 255
+
+
 @dataclass(frozen=True)
 class StepConfig:
     """Launch settings of a recurrence kernel: block sizes, warps, pipeline stages and the kernel variant."""
@@ -98,6 +104,18 @@ class StepConfig:
         if not isinstance(cfg.variant, str):
             raise ValueError(f"config variant {cfg.variant!r} is not a string")
         return cfg
+
+    def launch_options(self) -> dict:
+        """The launch keywords of this configuration: block sizes, warps, stages and, for the batch-tiled and
+        streamed persistent kernels, ``maxnreg`` (``PERSISTENT_MAXNREG``). Those run one long-lived program per
+        batch tile (and hidden slice), about one per SM, so occupancy is no reason to save registers; left to
+        itself, the ptxas of Triton 3.6 (12.8) held their 16-row tiles to 128 registers and spilled (GRU and
+        LSTM, 8-40 B), while with the cap lifted Triton 3.6 and 3.9 build every dispatched tile spill-free."""
+        options = dict(BLOCK_B=self.BLOCK_B, BLOCK_H=self.BLOCK_H, BLOCK_K=self.BLOCK_K, num_warps=self.num_warps,
+                       num_stages=self.num_stages)
+        if self.variant in ("tiled", "streamed"):
+            options["maxnreg"] = min(PERSISTENT_MAXNREG, 65536 // (32 * self.num_warps))  # 64K registers per SM
+        return options
 
     def short(self) -> str:
         return (f"{self.variant} {self.BLOCK_B}x{self.BLOCK_H}x{self.BLOCK_K} w{self.num_warps} "
@@ -169,7 +187,8 @@ def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "Gpu
     elements) fits ``COOP_W_BYTES`` and next_pow2(hidden) ``COOP_MAX_WIDTH``. Else variant "streamed": the
     batch-tiled kernels' code on a cooperative grid (``coop_grid``) with the grid barrier; each program walks its
     16-unit hidden chunks, re-reading their W_hh rows every step in BLOCK_K blocks (from the SM's L1, or L2).
-    Its tiles compile without spills for every H (sm_90a, bf16/fp16, B tile 16 on 4 warps, 32 and 64 on 8).
+    Its tiles compile without spills for every H (sm_90a, bf16/fp16, B tile 16 on 4 warps, 32 and 64 on 8; with
+    ``StepConfig.launch_options``' register cap, under Triton 3.9 and 3.6).
     Refused when there are so many batch tiles that 2 hidden slices each would exceed the SMs (the batch-tiled
     kernel fills the GPU there). One program per SM makes the grid resident at once.
     Interpreter (``limits`` None): one resident program holds everything (programs run one after another there;

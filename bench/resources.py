@@ -104,7 +104,9 @@ def build_source(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, sav
     if cfg is None:
         raise ValueError(f"the {kind} kernel does not run {cell} H={H} B={B} {dtype} on an H100")
     fn = getattr(kernels, KERNEL_FNS[kind])
-    params = dict(CELL=code, G=G, NS=NS, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
+    launch = cfg.launch_options()
+    blocks = {k: launch.pop(k) for k in ("BLOCK_B", "BLOCK_H", "BLOCK_K")}
+    params = dict(CELL=code, G=G, NS=NS, **blocks,
                   UPCAST_DOT=False, DOT_PRECISION=precision, HAS_BIAS=has_bias, SAVE=save, HAS_NEXT=has_next,
                   SPLIT_DX=cell == "gru", FUSE_INPUT=fuse_input, TWO_SOURCES=False, PACKED=False, REVERSE=False,
                   KP=triton.next_power_of_2(H), HP=triton.next_power_of_2(H), COOP=kind.startswith("streamed"))
@@ -125,7 +127,7 @@ def build_source(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, sav
             if name not in UNSPECIALIZED:
                 attrs[(i, )] = [["tt.divisibility", 16]]
     src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=True)
+    options = dict(launch, enable_fp_fusion=True)  # num_warps, num_stages (and maxnreg) as fusedrnn launches it
     return src, options, cfg
 
 

@@ -311,9 +311,7 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
                 rows, split, H, P, x.shape[-1],
                 CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
                 FUSE_INPUT=fuse_input, TWO_SOURCES=two,
-                BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                **_dot_settings(dtype, device),
+                **cfg.launch_options(), **_dot_settings(dtype, device),
             )
             launch_counts["step_fwd"] += 1
             if hr is not None:
@@ -407,9 +405,7 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
                 dxp_t, dxp_t.stride(0),
                 rows, rows_next, split, H, P,
                 CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_NEXT=has_next, SPLIT_DX=split_dx,
-                TWO_SOURCES=two, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                **_dot_settings(dtype, device),
+                TWO_SOURCES=two, **cfg.launch_options(), **_dot_settings(dtype, device),
             )
             launch_counts["step_bwd"] += 1
     elif B > 0:  # H == 0: no gates, no gradient through the recurrence
@@ -453,8 +449,7 @@ def _launch_persistent(kernel, plan, fns, names, tiled_config, B, H, device, arg
         streamed = plan.variant == "streamed"
         try:
             (tiled_fn if streamed else coop_fn)[grid](
-                *args[:-n_sizes], bar, *args[-n_sizes:], BLOCK_B=plan.BLOCK_B, BLOCK_H=plan.BLOCK_H,
-                BLOCK_K=plan.BLOCK_K, num_warps=plan.num_warps, num_stages=plan.num_stages,
+                *args[:-n_sizes], bar, *args[-n_sizes:], **plan.launch_options(),
                 **(dict(COOP=True) if streamed else coop_kwargs), **consts)
             launch_counts[names[2] if streamed else names[1]] += 1
             return
@@ -464,9 +459,7 @@ def _launch_persistent(kernel, plan, fns, names, tiled_config, B, H, device, arg
     unused_bar = args[-n_sizes - 1]  # any tensor: the batch-tiled kernel has no barrier
     tiled_cfg = tiled_config()
     tiled_fn[(1, triton.cdiv(B, tiled_cfg.BLOCK_B))](
-        *args[:-n_sizes], unused_bar, *args[-n_sizes:], BLOCK_B=tiled_cfg.BLOCK_B, BLOCK_H=tiled_cfg.BLOCK_H,
-        BLOCK_K=tiled_cfg.BLOCK_K, num_warps=tiled_cfg.num_warps, num_stages=tiled_cfg.num_stages, COOP=False,
-        **consts)
+        *args[:-n_sizes], unused_bar, *args[-n_sizes:], **tiled_cfg.launch_options(), COOP=False, **consts)
     launch_counts[names[0]] += 1
 
 
@@ -537,8 +530,7 @@ def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
             B, B, H, H, x.shape[-1],
             CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
             FUSE_INPUT=True, TWO_SOURCES=False,
-            BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_dot_settings(dtype, device),
+            **cfg.launch_options(), **_dot_settings(dtype, device),
         )
         launch_counts["step_fwd"] += 1
     elif B > 0 and is_lstm:
@@ -574,8 +566,7 @@ def cell_bwd(cell: str, dh_new: torch.Tensor, dc_new: torch.Tensor | None, x: to
             h, H, h, H, dhp, GH, dxp, GH,
             B, 0, B, H, H,
             CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_NEXT=False, SPLIT_DX=split_dx, TWO_SOURCES=False,
-            BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H, BLOCK_K=cfg.BLOCK_K,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_dot_settings(dtype, device),
+            **cfg.launch_options(), **_dot_settings(dtype, device),
         )
         launch_counts["step_bwd"] += 1
     else:

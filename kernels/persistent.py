@@ -366,10 +366,10 @@ def _coop_bwd_kernel(
         h_prev = tl.zeros_like(dh)
         if CELL == CELL_LSTM:
             c = _load_gate(p_cs + (step + 1) * s_cs, o_b, H, o_h, m, 0, H, ACC)
-            c_prev = _load_rows(p_cs + step * s_cs, H, p_c0, s_c0, rows_prev, o_b, m_b, o_h, m_h, True).to(ACC)
+            c_prev = _load_rows(p_cs + step * s_cs, H, p_c0, s_c0, rows_prev, o_b, m_b, o_h, m_h, True, "").to(ACC)
         if CELL == CELL_GRU:
             h_prev = _load_rows(p_y + t_prev * s_yt + first_prev * s_y, s_y, p_h0, s_h0, rows_prev, o_b, m_b, o_h,
-                                m_h, True).to(ACC)
+                                m_h, True, "").to(ACC)
 
         d0, d1, d2, d3, dr2, dh_prev, dc_prev = cell_bwd(CELL, dh, carry_c, s0, s1, s2, s3, h_prev, c_prev, c)
 

@@ -31,7 +31,7 @@ from .cells import CELL_GRU, CELL_LSTM, cell_bwd, cell_fwd
 
 
 @triton.jit
-def _load_rows(p, s, p2, s2, split, o_m, m_m, o_c, m_c, TWO_SOURCES: tl.constexpr, CACHE: tl.constexpr = ""):
+def _load_rows(p, s, p2, s2, split, o_m, m_m, o_c, m_c, TWO_SOURCES: tl.constexpr, CACHE: tl.constexpr):
     """Tile [rows o_m, columns o_c] of a row-major matrix (unit column stride) whose rows < split lie at p
     (row stride s) and, with TWO_SOURCES, rows >= split at p2 (row stride s2). CACHE: the loads' cache
     modifier (".cg" skips the L1 for data that other programs of the same launch wrote)."""
@@ -51,7 +51,7 @@ def _load_rows(p, s, p2, s2, split, o_m, m_m, o_c, m_c, TWO_SOURCES: tl.constexp
 def _matmul_tile(p_a, s_a, p_a2, s_a2, split, o_m, m_m, p_b, s_bk, s_bn, o_n, m_n, K,
                  ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  TWO_SOURCES: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                 CACHE: tl.constexpr = ""):
+                 CACHE: tl.constexpr):
     """acc[m, n] = sum_k A[m, k] * B[k, n] for rows o_m of A (see _load_rows; CACHE: its loads' modifier) and
     columns o_n of B.
 
@@ -231,7 +231,7 @@ def _fwd_tile(
     ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr,
     SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr, TWO_SOURCES: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr = "",
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
     """The forward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_fwd_kernel``; CACHE:
     the modifier of the loads of h_{t-1}, ".cg" where other programs of the same launch wrote it)."""
@@ -246,7 +246,7 @@ def _fwd_tile(
     if CELL == CELL_GRU:
         h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES, CACHE).to(ACC)
     if CELL == CELL_LSTM:
-        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
+        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES, "").to(ACC)
 
     h, c, s0, s1, s2, s3 = cell_fwd(CELL, x0, x1, x2, x3, r0, r1, r2, r3, h_prev, c_prev)
 
@@ -283,7 +283,7 @@ def _step_fwd_kernel(
     _fwd_tile(p_x, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_hp, p_h0, s_h0, p_c_prev, s_cp, p_c0, s_c0,
               p_w, s_wr, s_wc, p_bhh, p_h, s_h, p_c, p_save, B_prev, H, K, I, o_b, o_h, m_b, m_h, m,
               ACC, CELL, G, NS, HAS_BIAS, SAVE, FUSE_INPUT, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K,
-              UPCAST_DOT, DOT_PRECISION)
+              UPCAST_DOT, DOT_PRECISION, "")
 
 
 @triton.jit
@@ -292,7 +292,7 @@ def _bwd_tile(
     p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_next, B_prev, H, K, o_b, o_h, m_b, m_h, m,
     ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_NEXT: tl.constexpr,
     SPLIT_DX: tl.constexpr, TWO_SOURCES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr = "",
+    BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
     """The backward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_bwd_kernel``; CACHE:
     the modifier of the loads of dHp_{t+1}, ".cg" where other programs of the same launch wrote it)."""
@@ -309,9 +309,9 @@ def _bwd_tile(
     if CELL == CELL_LSTM:
         dc = _load_gate(p_dc, o_b, H, o_h, m, 0, H, ACC)
         c = _load_gate(p_c, o_b, H, o_h, m, 0, H, ACC)
-        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
+        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES, "").to(ACC)
     if CELL == CELL_GRU:
-        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES).to(ACC)
+        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES, "").to(ACC)
 
     d0, d1, d2, d3, dr2, dh_prev, dc_prev = cell_bwd(CELL, dh, dc, s0, s1, s2, s3, h_prev, c_prev, c)
 
@@ -345,4 +345,4 @@ def _step_bwd_kernel(
     _bwd_tile(p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, p_dc, p_save, p_c, p_c_prev, s_cp, p_c0, s_c0,
               p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_next, B_prev, H, K, o_b, o_h, m_b, m_h, m,
               ACC, CELL, G, NS, HAS_NEXT, SPLIT_DX, TWO_SOURCES, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT,
-              DOT_PRECISION)
+              DOT_PRECISION, "")

@@ -69,6 +69,20 @@ def test_key_fields_and_round_trip():
             keys.Key.parse(bad)
 
 
+def test_launch_options_lift_the_register_cap_of_persistent_programs():
+    """The batch-tiled and streamed kernels launch with ptxas's register cap at its most (one long-lived program
+    per SM: occupancy does not matter), still within the SM's 64K registers; step and resident kernels as Triton
+    builds them."""
+    blocks = dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=64)
+    for variant in ("step", "cooperative"):
+        opts = StepConfig(**blocks, num_warps=8, num_stages=3, variant=variant).launch_options()
+        assert opts == dict(blocks, num_warps=8, num_stages=3)
+    for variant in ("tiled", "streamed"):
+        for warps, cap in ((4, 255), (8, 255), (16, 128)):
+            opts = StepConfig(**blocks, num_warps=warps, num_stages=2, variant=variant).launch_options()
+            assert opts == dict(blocks, num_warps=warps, num_stages=2, maxnreg=cap)
+
+
 def test_key_dtype_names():
     assert keys.dtype_name(torch.bfloat16, "cuda") == "bfloat16"
     assert keys.dtype_name(torch.float32, "cpu") == "float32"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One GPU lease, step by step: each step fits one device call (10 minutes) and starts from a bare machine.
+#
+#   bash bench/gpu_session.sh tests      # the persistent tests first (a grid-barrier bug hangs, so a timeout),
+#                                        # then the whole suite with compiled kernels
+#   bash bench/gpu_session.sh bench      # the benchmark suite, issue 4's shapes first; run again to go on (--resume)
+#   bash bench/gpu_session.sh autotune   # tune the benchmark shapes, table under autotune/tables/
+#
+# Logs and results go to $OUT (the device tool's folder that comes back; else bench/results/session): a log per
+# step and, for bench/autotune, one tarball of what they wrote (the tool brings back at most 8 files).
+# The GPU machines have torch, triton, pytest, pytest-xdist and pytest-benchmark but no network: the project is
+# installed without build isolation or dependencies.
+set -uo pipefail
+step=${1:?usage: bash bench/gpu_session.sh tests|bench|autotune}
+out=${OUT:-bench/results/session}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET
+# The device tool copies the work tree without .git: pass COMMIT=<sha> so the results name their commit.
+commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+
+python3 -m pip install -q --no-build-isolation --no-deps -e . >"$out/install.log" 2>&1 || { cat "$out/install.log"; exit 1; }
+{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
+  | tee "$out/versions.txt"
+
+case $step in
+  tests)
+    timeout 240 python3 -m pytest -q -x tests/test_persistent.py -n 4 2>&1 | tee "$out/tests-persistent.log"
+    timeout 300 python3 -m pytest -q -n 8 tests 2>&1 | tail -n 200 | tee "$out/tests.log"
+    ;;
+  bench)
+    python3 -m bench --commit "$commit" --sets persistent,small_batch,long_seq --max-minutes 4 --resume \
+      2>&1 | tee "$out/bench-first.log"
+    python3 -m bench --commit "$commit" --max-minutes 4 --resume 2>&1 | tee "$out/bench.log"
+    tar czf "$out/bench-results.tgz" bench/results
+    ;;
+  autotune)
+    gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")  # h100, h200
+    python3 -m fusedrnn.autotune --preset bench --time-budget 480 --output "autotune/tables/nvidia-$gpu.json" \
+      --report "$out/autotune-report.json" 2>&1 | tee "$out/autotune.log"
+    tar czf "$out/autotune-tables.tgz" autotune/tables
+    ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+esac
