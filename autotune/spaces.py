@@ -106,15 +106,23 @@ class StepConfig:
         return cfg
 
     def launch_options(self) -> dict:
-        """The launch keywords of this configuration: block sizes, warps, stages and, for the batch-tiled and
-        streamed persistent kernels, ``maxnreg`` (``PERSISTENT_MAXNREG``). Those run one long-lived program per
-        batch tile (and hidden slice), about one per SM, so occupancy is no reason to save registers; left to
-        itself, the ptxas of Triton 3.6 (12.8) held their 16-row tiles to 128 registers and spilled (GRU and
-        LSTM, 8-40 B), while with the cap lifted Triton 3.6 and 3.9 build every dispatched tile spill-free."""
+        """The launch keywords of this configuration: block sizes, warps and stages; for the batch-tiled and
+        streamed persistent kernels ``maxnreg`` (``PERSISTENT_MAXNREG``), and for the cooperative ones (resident
+        and streamed) ``launch_cooperative_grid``.
+
+        The persistent kernels run one long-lived program per batch tile (and hidden slice), about one per SM,
+        so occupancy is no reason to save registers: left to itself, the ptxas of Triton 3.6 (12.8) held their
+        16-row tiles to 128 registers and spilled (GRU and LSTM, 8-40 B); with the cap lifted Triton 3.6 and 3.9
+        build every dispatched tile spill-free. A cooperative launch (CU_LAUNCH_ATTRIBUTE_COOPERATIVE) makes the
+        driver either start every program of the grid at once or fail the launch ("too many blocks in
+        cooperative launch"), so the grid barrier can never wait for a program that is not running, even when
+        other work holds SMs; the launcher then falls back to the batch-tiled kernel."""
         options = dict(BLOCK_B=self.BLOCK_B, BLOCK_H=self.BLOCK_H, BLOCK_K=self.BLOCK_K, num_warps=self.num_warps,
                        num_stages=self.num_stages)
         if self.variant in ("tiled", "streamed"):
             options["maxnreg"] = min(PERSISTENT_MAXNREG, 65536 // (32 * self.num_warps))  # 64K registers per SM
+        if self.variant in ("cooperative", "streamed"):
+            options["launch_cooperative_grid"] = True
         return options
 
     def short(self) -> str:

@@ -81,7 +81,8 @@ def coop_plan(cell: str, dtype: torch.dtype, device: torch.device, H: int, B: in
     """(StepConfig, None) if the cooperative kernel can run this layer with all programs resident at once, else
     (None, reason): ``autotune.spaces.coop_config`` for the device's limits (``limits`` overrides them, for
     tools that plan for a GPU they do not have). One program per SM is resident whenever it fits an SM at all
-    (else the launch fails and the launcher falls back), so the grid barrier cannot deadlock. Under MPS with a
+    and no other work holds SMs; the launch is cooperative, so where not all programs can start at once the
+    driver refuses it and the launcher falls back: the grid barrier cannot deadlock. Under MPS with a
     thread percentage below 100 the number of usable SMs is unknown: refused."""
     if device.type == "cuda":
         mps = os.environ.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "").strip()
@@ -440,7 +441,9 @@ def _launch_persistent(kernel, plan, fns, names, tiled_config, B, H, device, arg
     cooperative grid, with fresh barrier counters) when chosen and it fits the GPU, else batch-tiled (``fns[0]``
     with the StepConfig ``tiled_config()`` returns, looked up only when it runs). ``args``: the kernel's arguments
     up to the barrier counters, which go before the last ``n_sizes`` of them. A cooperative launch that cannot be
-    resident (OutOfResources) falls back, with a warning."""
+    resident falls back, with a warning: a program that does not fit an SM (OutOfResources, raised before the
+    launch), or a grid the driver will not start all at once (the cooperative launch attribute: "too many blocks
+    in cooperative launch"; nothing ran)."""
     tiled_fn, coop_fn = fns
     if kernel == "cooperative":
         sms = device_limits(device).sms if device.type == "cuda" else 1
@@ -453,7 +456,9 @@ def _launch_persistent(kernel, plan, fns, names, tiled_config, B, H, device, arg
                 **(dict(COOP=True) if streamed else coop_kwargs), **consts)
             launch_counts[names[2] if streamed else names[1]] += 1
             return
-        except triton.runtime.errors.OutOfResources as e:
+        except (triton.runtime.errors.OutOfResources, RuntimeError) as e:
+            if not isinstance(e, triton.runtime.errors.OutOfResources) and "cooperative launch" not in str(e):
+                raise
             warnings.warn(f"fusedrnn: the cooperative kernel does not fit this GPU ({e}); running the batch-tiled "
                           f"persistent kernel instead.", RuntimeWarning, stacklevel=4)
     unused_bar = args[-n_sizes - 1]  # any tensor: the batch-tiled kernel has no barrier

@@ -34,8 +34,8 @@ Cooperative, resident (``_coop_fwd_kernel``, ``_coop_bwd_kernel``), grid ``(cdiv
     tile meet at the grid barrier.
 
 Grid barrier (``_grid_barrier``): an atomic counter per batch tile, release/acquire at GPU scope. The launcher
-starts a cooperative kernel only when every program can be resident at once (no more programs than SMs, see
-``fusedrnn.launch``): the barrier then never deadlocks. Under the interpreter programs run one after another,
+plans no more programs than SMs and launches cooperatively (``launch_cooperative_grid``: the driver starts every
+program at once or refuses the launch, and the launcher falls back), so the barrier never deadlocks. Under the interpreter programs run one after another,
 so a cooperative grid can run there only with one hidden slice (each batch tile's single program passes its
 barrier at once).
 

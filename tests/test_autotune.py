@@ -69,18 +69,19 @@ def test_key_fields_and_round_trip():
             keys.Key.parse(bad)
 
 
-def test_launch_options_lift_the_register_cap_of_persistent_programs():
+def test_launch_options_of_each_variant():
     """The batch-tiled and streamed kernels launch with ptxas's register cap at its most (one long-lived program
-    per SM: occupancy does not matter), still within the SM's 64K registers; step and resident kernels as Triton
-    builds them."""
+    per SM: occupancy does not matter), still within the SM's 64K registers; cooperative grids (resident and
+    streamed) as cooperative launches, which the driver starts all at once or refuses; step kernels plain."""
     blocks = dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=64)
-    for variant in ("step", "cooperative"):
-        opts = StepConfig(**blocks, num_warps=8, num_stages=3, variant=variant).launch_options()
-        assert opts == dict(blocks, num_warps=8, num_stages=3)
-    for variant in ("tiled", "streamed"):
+    opts = StepConfig(**blocks, num_warps=8, num_stages=3, variant="step").launch_options()
+    assert opts == dict(blocks, num_warps=8, num_stages=3)
+    opts = StepConfig(**blocks, num_warps=8, num_stages=1, variant="cooperative").launch_options()
+    assert opts == dict(blocks, num_warps=8, num_stages=1, launch_cooperative_grid=True)
+    for variant, coop in (("tiled", {}), ("streamed", dict(launch_cooperative_grid=True))):
         for warps, cap in ((4, 255), (8, 255), (16, 128)):
             opts = StepConfig(**blocks, num_warps=warps, num_stages=2, variant=variant).launch_options()
-            assert opts == dict(blocks, num_warps=warps, num_stages=2, maxnreg=cap)
+            assert opts == dict(blocks, num_warps=warps, num_stages=2, maxnreg=cap, **coop)
 
 
 def test_key_dtype_names():

@@ -237,6 +237,42 @@ def test_forced_cooperative_falls_back_to_tiled_when_refused(monkeypatch):
     assert_close("output", ref(x)[0].detach(), out, F64)
 
 
+class _RefusedLaunch:
+    """Stands in for a cooperative kernel: every launch fails as the driver fails a cooperative launch it cannot
+    start all at once (or with ``message``)."""
+
+    def __init__(self, message="Triton Error [CUDA]: too many blocks in cooperative launch"):
+        self.message = message
+
+    def __getitem__(self, grid):
+        def refuse(*args, **kwargs):
+            assert kwargs["launch_cooperative_grid"] is True  # the driver is asked to start the grid at once
+            raise RuntimeError(self.message)
+        return refuse
+
+
+def test_cooperative_launch_the_driver_refuses_falls_back_to_tiled(monkeypatch):
+    """The launcher asks for a cooperative launch; a grid the driver will not start all at once (other work
+    holds SMs, say) runs batch-tiled with a warning, forward and backward, and gives torch.nn's results. Any other
+    launch error propagates."""
+    monkeypatch.setattr(launch, "_coop_fwd_kernel", _RefusedLaunch())
+    monkeypatch.setattr(launch, "_coop_bwd_kernel", _RefusedLaunch())
+    torch.manual_seed(4)
+    ref, fused = make_pair("lstm", 3, 4, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    with kernels_ran("tiled_fwd", "tiled_bwd"), fusedrnn.use_kernel("cooperative"), \
+            pytest.warns(RuntimeWarning, match="too many blocks in cooperative launch"):
+        got = _run(fused, x, None)
+    want = _run(ref, x, None)
+    assert_close("output", want[0], got[0], F64)
+    for name, a, b in [*zip(("h", "c"), want[1], got[1]), *zip(("dx", "dW_ih", "dW_hh"), want[2], got[2])]:
+        assert_close(name, a, b, F64)
+    monkeypatch.setattr(launch, "_coop_fwd_kernel", _RefusedLaunch("Triton Error [CUDA]: an illegal memory access"))
+    with fusedrnn.use_backend("triton"), fusedrnn.use_kernel("cooperative"), torch.no_grad(), \
+            pytest.raises(RuntimeError, match="illegal memory"):
+        fused(x)
+
+
 # ---- launches and memory independent of T ---------------------------------------------------------------------
 
 
@@ -338,6 +374,59 @@ def test_hundred_thousand_steps():
         ref_out, ref_h = ref(x)
     assert_close("output", ref_out, out, torch.float32)
     assert_close("h_n", ref_h, h, torch.float32)
+
+
+GPU_LONG = pytest.mark.skipif(not ON_GPU, reason="T=100,000 at B=64 is the GPU half of the length requirement (the "
+                                                 "interpreter's half: test_hundred_thousand_steps)")
+
+
+@GPU_LONG
+@pytest.mark.parametrize("kernel", ["cooperative", "tiled"])
+def test_hundred_thousand_steps_gpu(kernel):
+    """T = 100,000 at B=64 on a GPU, forward and backward in one launch each: outputs, final states and every
+    gradient against torch.nn in float64."""
+    torch.manual_seed(6)
+    ref, fused = make_pair("lstm", 8, 32, dtype=F64)
+    ref, fused = ref.cuda(), fused.cuda()
+    x = torch.randn(100_000, 64, 8, dtype=F64, device="cuda", requires_grad=True)
+    before = dict(launch.launch_counts)
+    with kernels_ran(*KERNEL_NAMES[kernel]), fusedrnn.use_kernel(kernel):
+        out, states, grads = _run(fused, x, None)
+    assert sum(v - before.get(k, 0) for k, v in launch.launch_counts.items()) == 2  # forward, backward
+    ref_out, ref_states, ref_grads = _run(ref, x, None)
+    assert_close("output", ref_out, out, F64)
+    for name, want, got in [*zip(("h_n", "c_n"), ref_states, states),
+                            *zip(("dx", "dW_ih", "dW_hh", "db_ih", "db_hh"), ref_grads, grads)]:
+        assert_close(name, want, got, F64)
+
+
+@GPU_LONG
+def test_hundred_thousand_steps_past_int32_offsets_gpu():
+    """T = 100,000, B=64, H=384: the output holds 2.46e9 elements, past what int32 offsets reach. One launch (the
+    dispatch's own choice) against torch.nn run in slices of 10,000 steps (carrying h and c), float32 without
+    TF32 on both sides."""
+    torch.manual_seed(7)
+    T, B, H, I, chunk = 100_000, 64, 384, 8, 10_000
+    ref, fused = make_pair("lstm", I, H)
+    ref, fused = ref.cuda(), fused.cuda()
+    x = torch.randn(T, B, I, device="cuda")
+    allow = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        before = dict(launch.launch_counts)
+        with torch.no_grad(), fusedrnn.use_backend("triton"):
+            out, (h, c) = fused(x)
+        assert sum(v - before.get(k, 0) for k, v in launch.launch_counts.items()) == 1
+        assert out.numel() > 2**31
+        state = None
+        with torch.no_grad():
+            for t0 in range(0, T, chunk):
+                want, state = ref(x[t0:t0 + chunk], state)
+                torch.testing.assert_close(out[t0:t0 + chunk], want, atol=1e-4, rtol=1e-4, msg=f"steps {t0}+")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = allow
+    torch.testing.assert_close(h, state[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(c, state[1], atol=1e-4, rtol=1e-4)
 
 
 # ---- the cooperative kernel on a GPU ----------------------------------------------------------------------------
