@@ -35,9 +35,9 @@ Cooperative, resident (``_coop_fwd_kernel``, ``_coop_bwd_kernel``), grid ``(cdiv
 
 Grid barrier (``_grid_barrier``): an atomic counter per batch tile, release/acquire at GPU scope. The launcher
 plans no more programs than SMs and launches cooperatively (``launch_cooperative_grid``: the driver starts every
-program at once or refuses the launch, and the launcher falls back), so the barrier never deadlocks. Under the interpreter programs run one after another,
-so a cooperative grid can run there only with one hidden slice (each batch tile's single program passes its
-barrier at once).
+program at once or refuses the launch, and the launcher falls back), so the barrier never deadlocks. Under the
+interpreter programs run one after another, so a cooperative grid can run there only with one hidden slice (each
+batch tile's single program passes its barrier at once).
 
 Accumulation is fp32 (fp64 for fp64 tensors), like the step kernels; so are c and the saved activations.
 """
@@ -46,8 +46,8 @@ import triton
 import triton.language as tl
 
 from .cells import CELL_GRU, CELL_LSTM, cell_bwd, cell_fwd
-from .step import (_bwd_tile, _dot_acc, _fwd_tile, _input_gates, _load_gate, _load_rows, _load_saved, _store_gate,
-                   _store_gate_grads, _store_saved)
+from .step import (_bwd_tile, _dot_acc, _fwd_tile, _gate_bias, _input_gates, _load_gate, _load_rows, _load_saved,
+                   _store_gate, _store_gate_grads, _store_saved)
 
 
 @triton.jit
@@ -208,9 +208,10 @@ def _w_slice(p, s_r, s_c, o_r, m_r, o_c, m_c):
 
 @triton.jit
 def _bias(p_b, gate, H, o_h, m_h, ACC: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """b[gate*H + o_h] as a [1, BLOCK_H] row (zeros without HAS_BIAS)."""
     if HAS_BIAS:
-        return tl.load(p_b + gate * H + o_h, mask=m_h, other=0.0).to(ACC)
-    return tl.zeros((o_h.shape[0], ), ACC)
+        return _gate_bias(p_b, gate, H, o_h, m_h, ACC)
+    return tl.zeros((1, o_h.shape[0]), ACC)
 
 
 @triton.jit
@@ -271,16 +272,16 @@ def _coop_fwd_kernel(
         p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
         h_full = _load_rows(p_h_prev, s_y, p_h0, s_h0, rows_prev, o_b, m_b, o_k, m_k, True, ".cg")
 
-        r0 = _dot_acc(h_full, w0, None, ACC, UPCAST_DOT, DOT_PRECISION) + b0[None, :]
+        r0 = _dot_acc(h_full, w0, None, ACC, UPCAST_DOT, DOT_PRECISION) + b0
         r1 = tl.zeros_like(r0)
         r2 = tl.zeros_like(r0)
         r3 = tl.zeros_like(r0)
         if G > 1:
-            r1 = _dot_acc(h_full, w1, None, ACC, UPCAST_DOT, DOT_PRECISION) + b1[None, :]
+            r1 = _dot_acc(h_full, w1, None, ACC, UPCAST_DOT, DOT_PRECISION) + b1
         if G > 2:
-            r2 = _dot_acc(h_full, w2, None, ACC, UPCAST_DOT, DOT_PRECISION) + b2[None, :]
+            r2 = _dot_acc(h_full, w2, None, ACC, UPCAST_DOT, DOT_PRECISION) + b2
         if G > 3:
-            r3 = _dot_acc(h_full, w3, None, ACC, UPCAST_DOT, DOT_PRECISION) + b3[None, :]
+            r3 = _dot_acc(h_full, w3, None, ACC, UPCAST_DOT, DOT_PRECISION) + b3
         x0, x1, x2, x3 = _input_gates(p_x + t * s_xt + first * s_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih,
                                       o_h, m_h, H, I, ACC, HAS_BIAS, FUSE_INPUT, G, BLOCK_B, BLOCK_H, BLOCK_K,
                                       UPCAST_DOT, DOT_PRECISION)
