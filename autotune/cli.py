@@ -230,8 +230,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    interpreting = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-    if not torch.cuda.is_available() or interpreting:
+    from fusedrnn.settings import interpreting
+
+    if not torch.cuda.is_available() or interpreting():
         why = "TRITON_INTERPRET is set" if torch.cuda.is_available() else "no CUDA GPU is available"
         print(f"fusedrnn.autotune: cannot tune: {why}. Tuning times compiled kernels on a GPU; on this machine "
               f"use --dry-run to list the keys and candidate counts.", file=sys.stderr)

@@ -70,17 +70,13 @@ def recording(launch: bool = True):
 @contextlib.contextmanager
 def _matmul_precision(problem: Problem, device):
     """TF32 matmuls on for "float32-tf32" problems and off for "float32" ones, for the block."""
-    import torch
+    from fusedrnn import settings
 
     if device.type != "cuda" or problem.dtype not in ("float32", "float32-tf32"):
         yield
         return
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = problem.dtype == "float32-tf32"
-    try:
+    with settings.use_tf32(problem.dtype == "float32-tf32"):
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 class Harness:

@@ -62,9 +62,9 @@ def dtype_name(dtype, device_type: str) -> str:
     if name is None:
         raise ValueError(f"fusedrnn.autotune: unsupported dtype {dtype}")
     if name == "float32" and device_type == "cuda":
-        import torch
+        from fusedrnn import settings
 
-        if torch.backends.cuda.matmul.allow_tf32:
+        if settings.tf32():
             return "float32-tf32"
     return name
 

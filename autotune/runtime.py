@@ -106,9 +106,9 @@ def forced(cfg: StepConfig):
 
 
 def _tf32() -> bool:
-    import torch
+    from fusedrnn import settings
 
-    return bool(torch.backends.cuda.matmul.allow_tf32)
+    return settings.tf32()
 
 
 def lookup(kernel: str, cell: str, dtype, device, H: int, K: int, B: int, I: int = 0):  # noqa: E741

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -35,7 +34,9 @@ class Env:
     @classmethod
     def detect(cls) -> "Env":
         cuda = torch.cuda.is_available()
-        interp = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+        from fusedrnn import settings  # not at import: bench/__main__.py sets TRITON_INTERPRET before triton loads
+
+        interp = settings.interpreting()
         return cls("cuda" if cuda else "cpu", interp and not cuda, cuda and torch.backends.cudnn.is_available())
 
     @classmethod

@@ -47,13 +47,10 @@ class CudaBroken(RuntimeError):
 @contextlib.contextmanager
 def precision(dtype: str):
     """TF32 in cuBLAS (torch matmuls, fusedrnn's fp32 dots) and in cuDNN: on for "tf32" cases, off otherwise."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    on = dtype == "tf32"
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = on, on
-    try:
+    from fusedrnn import settings
+
+    with settings.use_tf32(dtype == "tf32", cudnn=True):
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 @dataclass

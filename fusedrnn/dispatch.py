@@ -26,24 +26,15 @@ warning (it never waits on a barrier that could deadlock).
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
+
+from .settings import interpreting
 
 BACKENDS = ("auto", "triton", "aten")
 KERNELS = ("auto", "step", "tiled", "cooperative")
 
 _backend = "auto"
 _kernel = "auto"
-_interpreting: bool | None = None  # read once, on first use: triton reads the same variable when it jits
-
-
-def interpreting() -> bool:
-    """Whether Triton kernels run under the interpreter (``TRITON_INTERPRET=1``), read once per process."""
-    global _interpreting
-    if _interpreting is None:
-        _interpreting = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-    return _interpreting
-
 
 def get_backend() -> str:
     """The backend setting: "auto", "triton" or "aten"."""

@@ -8,6 +8,8 @@ a PackedSequence). Loops index "steps" in processing order; ``Schedule.time(step
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import warnings
 from collections import Counter
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from fusedrnn import dispatch
+from fusedrnn import dispatch, settings
 from fusedrnn.autotune import step_config
 from fusedrnn.autotune.spaces import coop_config, coop_grid, device_limits
 from fusedrnn.kernels import (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH, _coop_bwd_kernel, _coop_fwd_kernel,
@@ -56,7 +58,7 @@ def _dot_settings(dtype: torch.dtype, device: torch.device) -> dict:
         # operands there, and only there, so compiled kernels keep their fp16/bf16 tensor-core dots.
         return {"UPCAST_DOT": True, "DOT_PRECISION": "ieee"}
     if dtype == torch.float32:
-        precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+        precision = "tf32" if settings.tf32() else "ieee"
     elif dtype == torch.float64:
         precision = "ieee"
     else:
@@ -131,6 +133,26 @@ def _choose(cell, dtype, device, T, B, H, proj, limits=None):
     return ("tiled" if T >= PERSISTENT_MIN_T else "step"), None
 
 
+def _on_tensors_device(fn):
+    """Run a launcher on the device of its first tensor argument: Triton launches on the *current* CUDA device and
+    that device's current stream, so without the guard a tensor on cuda:1 would be handed to a kernel on cuda:0.
+    Inside the guard the stream is the tensors' device's current stream, as for torch's own ops."""
+    name = list(inspect.signature(fn).parameters)[1]  # the tensor after ``cell``, by position or by keyword
+
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        device = (args[1] if len(args) > 1 else kwargs[name]).device
+        if device.type != "cuda":
+            return fn(*args, **kwargs)
+        with torch.cuda.device(device):
+            return fn(*args, **kwargs)
+    return guarded
+
+
+def _capturing(device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def _unit_last_stride(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
@@ -176,18 +198,29 @@ class Schedule:
         t starts at t * time stride, a packed one at offsets[t] * row stride (time stride 0)."""
         return (0, x.stride(0)) if self.packed else (x.stride(0), x.stride(1))
 
+    def _table(self, values: list, device) -> torch.Tensor:
+        """``values`` (the packed layout, host lists) as an int64 tensor on ``device``: the only host-to-device copy
+        of a launch, made for packed input only. It cannot be captured in a CUDA graph (a graph would replay the
+        copy from a host buffer freed after the call), so under capture it is refused with a clear error; dense
+        input copies nothing from the host and never synchronizes, and captures."""
+        if _capturing(device):
+            raise RuntimeError("fusedrnn: packed input (a PackedSequence, or batch_sizes) cannot be captured in a "
+                               "CUDA graph: its step layout is copied from the host at every call. Capture padded "
+                               "(dense) input, or run packed input outside the graph.")
+        return torch.tensor(values, dtype=torch.int64).to(device)
+
     def tables(self, device) -> tuple:
         """(sizes, offsets) as int64 device tensors for the persistent kernels (packed; else placeholders)."""
         if not self.packed:
             empty = torch.empty(1, dtype=torch.int64, device=device)
             return empty, empty
-        both = torch.tensor([self.sizes, self.offsets], dtype=torch.int64).to(device)
+        both = self._table([self.sizes, self.offsets], device)
         return both[0], both[1]
 
     def _index(self, device):
         """Per sequence b: its last and first step (processing order); per row: the row holding h_{t-1}
         (an index into ``cat([flat(y), h0])``)."""
-        sizes = torch.tensor(self.sizes, device=device)
+        sizes = self._table(self.sizes, device)
         lengths = (sizes[None, :] > torch.arange(self.B, device=device)[:, None]).sum(1)
         if self.reverse:
             last_step = torch.full_like(lengths, self.T - 1)
@@ -203,7 +236,7 @@ class Schedule:
         last_step, first_step = self._index(x.device)
         step = last_step if which == "last" else first_step
         t = self.T - 1 - step if self.reverse else step
-        offsets = torch.tensor(self.offsets, device=x.device)
+        offsets = self._table(self.offsets, x.device)
         return x[offsets[t] + torch.arange(self.B, device=x.device)]
 
     def last_step(self, device) -> torch.Tensor:
@@ -216,8 +249,8 @@ class Schedule:
         """[N, P] (packed): h_{t-1} of every row, from the previous step's output or, for a sequence's first
         step, from h0."""
         device = y.device
-        sizes = torch.tensor(self.sizes, device=device)
-        offsets = torch.tensor(self.offsets, device=device)
+        sizes = self._table(self.sizes, device)
+        offsets = self._table(self.offsets, device)
         t = torch.repeat_interleave(torch.arange(self.T, device=device), sizes)
         b = torch.arange(t.numel(), device=device) - offsets[t]
         tp = t + 1 if self.reverse else t - 1
@@ -238,6 +271,7 @@ def _sources(sched: Schedule, step: int, buf: torch.Tensor, init: torch.Tensor):
     return buf, init, b_prev, True
 
 
+@_on_tensors_device
 def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, w_ih: torch.Tensor,
                    w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None,
                    w_hr: torch.Tensor | None, batch_sizes: list[int] | None, reverse: bool, save: bool):
@@ -331,6 +365,7 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
     return y, h_n, c_n, saved, cs if save else empty(), hr if (hr is not None and save) else empty().to(dtype)
 
 
+@_on_tensors_device
 def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.Tensor | None, x: torch.Tensor,
                    h0: torch.Tensor, c0: torch.Tensor | None, w_ih: torch.Tensor, w_hh: torch.Tensor,
                    w_hr: torch.Tensor | None, has_bias: bool, batch_sizes: list[int] | None, reverse: bool,
@@ -485,7 +520,7 @@ def _persistent_fwd(kernel, plan, spec, sched, xp, fuse_input, w_ih, b_ih, h0, c
                   FUSE_INPUT=fuse_input, PACKED=sched.packed, REVERSE=sched.reverse, **_dot_settings(dtype, device))
     _launch_persistent(kernel, plan, (_tiled_fwd_kernel, _coop_fwd_kernel), ("tiled_fwd", "coop_fwd", "streamed_fwd"),
                        lambda: _config("tiled_fwd", spec.name, H, P, B, dtype, device, I if fuse_input else 0),
-                       B, H, device, args, 5, dict(KP=triton.next_power_of_2(P)), consts)
+                       B, H, device, args, 5, dict(KP=triton.next_power_of_2(max(P, 16))), consts)
 
 
 def _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp):
@@ -505,9 +540,10 @@ def _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved
                   REVERSE=sched.reverse, **_dot_settings(dtype, device))
     _launch_persistent(kernel, plan, (_tiled_bwd_kernel, _coop_bwd_kernel), ("tiled_bwd", "coop_bwd", "streamed_bwd"),
                        lambda: _config("tiled_bwd", spec.name, H, spec.gates * H, B, dtype, device),
-                       B, H, device, args, 4, dict(HP=triton.next_power_of_2(H)), consts)
+                       B, H, device, args, 4, dict(HP=triton.next_power_of_2(max(H, 16))), consts)
 
 
+@_on_tensors_device
 def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_ih: torch.Tensor,
              w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None, save: bool):
     """One step of a cell in ONE launch: the input projection is fused into the step kernel.
@@ -545,6 +581,7 @@ def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     return h_new, c_new, saved
 
 
+@_on_tensors_device
 def cell_bwd(cell: str, dh_new: torch.Tensor, dc_new: torch.Tensor | None, x: torch.Tensor, h: torch.Tensor,
              c: torch.Tensor | None, w_ih: torch.Tensor, w_hh: torch.Tensor, has_bias: bool, c_new: torch.Tensor,
              saved: torch.Tensor):
