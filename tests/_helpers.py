@@ -25,6 +25,11 @@ TOL = {
 
 MODULES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
 
+#: Where the kernel tests run (conftest.py makes it torch's default device in every test): CUDA with compiled
+#: kernels where it exists, else the CPU under the Triton interpreter.
+ON_GPU = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+
 
 def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, dtype: torch.dtype) -> None:
     """Compare ``out`` (any dtype) with ``ref`` under the tolerance of ``dtype``, saying where they differ."""

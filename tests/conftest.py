@@ -1,6 +1,12 @@
-"""Test setup: run the real Triton kernels under the interpreter where there is no GPU, poison fresh
-allocations with NaN, and make the test helpers importable (tests/ only: fusedrnn itself must come from the
-installed package)."""
+"""Test setup: one device for every kernel test, poisoned allocations, helpers importable.
+
+Where CUDA exists the kernels run compiled on CUDA tensors; elsewhere they run on CPU tensors under the Triton
+interpreter (``TRITON_INTERPRET=1``, set here before triton is imported). Every test runs inside
+``torch.device(DEVICE)`` (``_helpers.DEVICE``), so the tensors and modules it makes without naming a device are on
+that device: the same test is a compiled GPU test on a GPU machine and an interpreter test elsewhere. Tests about
+the CPU path or the interpreter themselves are marked ``@pytest.mark.cpu_only("why")`` and skip on a GPU machine;
+GPU-only tests skip elsewhere with their reason. The helpers (tests/ only) are importable; fusedrnn itself comes
+from the installed package."""
 
 import os
 import sys
@@ -15,6 +21,8 @@ if not torch.cuda.is_available():
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
+
+from _helpers import DEVICE  # noqa: E402
 
 if os.environ.get("TRITON_INTERPRET") == "1" and os.environ.get("FUSEDRNN_PLAIN_INTERPRETER") != "1":
     import _interpreter  # noqa: E402
@@ -44,6 +52,30 @@ def nan_poisoned_allocations(monkeypatch):
     original_new_empty = torch.Tensor.new_empty
     monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: _poison(original_new_empty(self, *a, **k)))
     yield
+
+
+@pytest.fixture(autouse=True)
+def on_device(request):
+    """Run the test with torch's default device set to DEVICE (CPU tests: skipped where CUDA exists)."""
+    marker = request.node.get_closest_marker("cpu_only")
+    if marker is not None and DEVICE.type != "cpu":
+        pytest.skip(f"about the CPU path or the interpreter: {marker.args[0] if marker.args else ''}")
+    if DEVICE.type == "cpu":
+        yield  # already torch's default; a device context would intercept every torch call (slower)
+        return
+    with torch.device(DEVICE):
+        yield
+
+
+@pytest.fixture
+def device():
+    """The device of the kernel tests: cuda (compiled kernels) where it exists, else cpu (interpreter)."""
+    return DEVICE
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cpu_only(reason): about the CPU path or the Triton interpreter; skipped "
+                                       "where CUDA exists")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,7 +18,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 import fusedrnn
 from fusedrnn.convert import convert, revert
-from _helpers import assert_close, kernels_ran, make_pair
+from _helpers import DEVICE, assert_close, kernels_ran, make_pair
 
 # One cell per module class; RNN with relu, the non-default nonlinearity, so a dropped attribute would show.
 CELLS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn_relu"}
@@ -124,7 +124,7 @@ def test_convert_nested_model_and_revert():
     assert model.alias is model.blocks[0].seq[0], "a shared module must stay shared"
     assert not model.blocks[0].seq[1].training and model.rnns["relu"].training
     _same_parameters(model, params)
-    assert all(p.dtype == F64 and p.device.type == "cpu" for p in model.parameters())
+    assert all(p.dtype == F64 and p.device.type == DEVICE.type for p in model.parameters())
     assert not model.blocks[0].seq[0].weight_hh_l0.requires_grad
 
     with kernels_ran("step_fwd", "step_bwd"):
@@ -407,8 +407,11 @@ def test_repr(cls, kwargs):
     torch_cls, fused_cls = RNN_CLASSES[cls]
     extra = {"nonlinearity": "relu"} if cls == "RNN" else {}
     ref, fused = torch_cls(3, 4, **kwargs, **extra), fused_cls(3, 4, **kwargs, **extra)
-    assert repr(fused) == repr(ref).replace(torch_cls.__name__, fused_cls.__name__, 1)
-    assert repr(nn.Sequential(fused)) == repr(nn.Sequential(ref))
+    # print(model) names fused modules: "fusedrnn.LSTM(3, 4)" where torch.nn prints "LSTM(3, 4)".
+    assert repr(fused) == "fusedrnn." + repr(ref)
+    name = torch_cls.__name__
+    assert repr(nn.Sequential(fused)) == repr(nn.Sequential(ref)).replace(f"{name}(", f"fusedrnn.{name}(")
+    assert fusedrnn.is_fused(fused) and not fusedrnn.is_fused(ref)
 
 
 def test_reassigned_weights(pair):

@@ -1,8 +1,9 @@
 """Persistent kernels (issue 4): batch-tiled and cooperative, forward and backward, every cell, against torch.nn
 in float64; dispatch and its forcing; launches and memory that do not grow with T; long sequences.
 
-Under the interpreter programs run one after another, so the cooperative kernel runs here only as a single
-program (the whole layer in one program: the barrier is passed at once); its multi-program tests need a GPU.
+The plain interpreter runs programs one after another, so the cooperative kernel runs here as a single program
+(the whole layer in one program: the barrier is passed at once); its multi-program grids run on the CPU in
+tests/test_grid_modes.py (the threaded mode of tests/_grid.py) and here on a GPU.
 """
 
 import dataclasses
@@ -24,9 +25,8 @@ CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 F64 = torch.float64
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
-NEEDS_GPU = pytest.mark.skipif(not ON_GPU, reason="the cooperative kernel's programs must all be resident at once; "
-                                                  "the interpreter runs them one after another (a multi-program "
-                                                  "grid would wait forever at its first barrier)")
+NEEDS_GPU = pytest.mark.skipif(not ON_GPU, reason="compiled multi-program cooperative grids at GPU sizes (on the CPU: "
+                                                  "tests/test_grid_modes.py, the threaded interpreter mode)")
 KERNEL_NAMES = {"tiled": ("tiled_fwd", "tiled_bwd"), "cooperative": ("coop_fwd", "coop_bwd"),
                 "streamed": ("streamed_fwd", "streamed_bwd")}
 #: The streamed cooperative variant under the interpreter: small tiles, so a program walks several hidden chunks
@@ -56,9 +56,9 @@ def _run(module, x, hx, packed_lengths=None, seed=7):
     out, states = module(inp, hx)
     out = out if packed_lengths is None else out.data
     g = torch.Generator(device="cpu").manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)).sum()
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype, device="cpu").to(out.device)).sum()
     for s in _states(states):
-        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype).to(s.device)).sum()
+        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype, device="cpu").to(s.device)).sum()
     leaves = [x, *(_states(hx) if hx is not None else []), *module.parameters()]
     grads = torch.autograd.grad(loss, leaves)
     return out, _states(states), grads

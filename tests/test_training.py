@@ -71,6 +71,7 @@ def _amp_call(module, name, x, state_dtype):
     return module(x, hx)
 
 
+@pytest.mark.cpu_only("torch's CPU autocast policy")
 @pytest.mark.parametrize("x_dtype,state_dtype", AMP_CASES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("name", list(AMP_MODULES))
 def test_autocast_cpu_bf16_follows_torch(name, x_dtype, state_dtype):
@@ -98,6 +99,7 @@ def test_autocast_cpu_bf16_follows_torch(name, x_dtype, state_dtype):
         torch.testing.assert_close(p.grad, q.grad, atol=0.1, rtol=0.05, msg=n)
 
 
+@pytest.mark.cpu_only("torch's CPU autocast policy")
 def test_autocast_functional_and_disabled():
     """The functional API gets the policy too; outside autocast, or with it disabled, nothing is cast."""
     torch.manual_seed(0)
@@ -167,7 +169,7 @@ def test_saturating_inputs(cell, dtype):
         assert torch.equal(torch.isfinite(g.float()), torch.isfinite(w))
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_nan_input_propagates_as_in_torch(cell):
     torch.manual_seed(0)
     ref, fused = make_pair(cell, 4, 6)
@@ -293,6 +295,7 @@ def _reference(script: str):
     return grads, loss2
 
 
+@pytest.mark.cpu_only("gloo processes on CPU tensors under the interpreter")
 def test_distributed_matches_single_process(tmp_path):
     """2 processes on gloo: DistributedDataParallel and FSDP2 (fully_shard, parameters become DTensors) give the
     gradients of single-process training on the whole batch, and the forward after an optimizer step reads the
