@@ -35,8 +35,7 @@ __all__ = ["convert", "revert"]
 
 # torch.nn class -> name of the fusedrnn class (looked up in fusedrnn.modules when used, so the cells are
 # converted as soon as fusedrnn has them).
-_NAMES = {nn.LSTM: "LSTM", nn.GRU: "GRU", nn.RNN: "RNN",
-          nn.LSTMCell: "LSTMCell", nn.GRUCell: "GRUCell", nn.RNNCell: "RNNCell"}
+_NAMES = {cls: name for name, cls in _fused._TORCH.items()}
 
 # Constructor arguments by class name; each is also an attribute of the module that holds its value.
 _RNN_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")

@@ -4,7 +4,12 @@ Same constructor (positional order included), attributes, parameter names, shape
 initialisation and state_dict as torch.nn. LSTM, GRU and RNN derive from ``torch.nn.modules.rnn.RNNBase``,
 whose ``__init__`` builds the parameters, and validate inputs with its own checks, so errors read the same.
 They derive from RNNBase rather than from nn.LSTM/GRU/RNN because torch.compile refuses to trace instances of
-those three classes. The Cells derive from torch's Cells themselves.
+those three classes, so ``isinstance(m, torch.nn.LSTM)`` is False for a fusedrnn.LSTM (likewise GRU and RNN): check
+``isinstance(m, torch.nn.modules.rnn.RNNBase)`` (true for both) or ``fusedrnn.is_fused(m)``. The Cells derive from
+torch's Cells themselves. ``print(model)`` names fused modules ``fusedrnn.LSTM(...)`` etc.
+
+torch's own classes are held from import on (``_TORCH``): a program may swap ``torch.nn.LSTM = fusedrnn.LSTM``
+(as patching libraries swap classes for a whole program), and fusedrnn's modules still reach torch's checks.
 
 Shapes (T time, B batch, I input_size, H hidden_size, P proj_size or H, L num_layers, D = 2 if bidirectional):
     input   [T, B, I] ([B, T, I] with batch_first), unbatched [T, I], or a PackedSequence
@@ -22,10 +27,25 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
 
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "is_fused"]
+
+#: torch.nn's own recurrent classes, as they were when fusedrnn was imported (before any swap by a user).
+_TORCH = {name: getattr(nn.modules.rnn, name) for name in ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")}
 
 
-class _FusedRNNBase(nn.modules.rnn.RNNBase):
+class _Fused:
+    """Mixin of every fusedrnn module: its repr says that it is fused."""
+
+    def _get_name(self) -> str:
+        return "fusedrnn." + type(self).__name__
+
+
+def is_fused(module: nn.Module) -> bool:
+    """Whether ``module`` is one of fusedrnn's modules (LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell or a subclass)."""
+    return isinstance(module, _Fused)
+
+
+class _FusedRNNBase(_Fused, nn.modules.rnn.RNNBase):
     def flatten_parameters(self) -> None:
         """No-op: fusedrnn keeps no cuDNN flat weight buffer and reads each parameter where it lies."""
 
@@ -66,14 +86,14 @@ class LSTM(_FusedRNNBase):
         super().__init__("LSTM", *args, **kwargs)
 
     def get_expected_cell_size(self, input: Tensor, batch_sizes: Tensor | None) -> tuple[int, int, int]:
-        return nn.LSTM.get_expected_cell_size(self, input, batch_sizes)
+        return _TORCH["LSTM"].get_expected_cell_size(self, input, batch_sizes)
 
     def check_forward_args(self, input: Tensor, hidden: tuple[Tensor, Tensor],  # type: ignore[override]
                            batch_sizes: Tensor | None) -> None:
-        nn.LSTM.check_forward_args(self, input, hidden, batch_sizes)
+        _TORCH["LSTM"].check_forward_args(self, input, hidden, batch_sizes)
 
     def permute_hidden(self, hx: tuple[Tensor, Tensor], permutation: Tensor | None):  # type: ignore[override]
-        return nn.LSTM.permute_hidden(self, hx, permutation)
+        return _TORCH["LSTM"].permute_hidden(self, hx, permutation)
 
     def forward(self, input, hx=None):
         self._update_flat_weights()
@@ -240,7 +260,7 @@ def _single_state_cell(cell: nn.Module, name: str, input: Tensor, hx: Tensor | N
     return h if is_batched else h.squeeze(0)
 
 
-class LSTMCell(nn.LSTMCell):
+class LSTMCell(_Fused, _TORCH["LSTMCell"]):
     r"""Drop-in for :class:`torch.nn.LSTMCell`: one fused launch per call (a decode step).
 
     ``forward(input [B, I] or [I], hx=(h, c) each [B, H] or [H], or None) -> (h', c')``.
@@ -257,7 +277,7 @@ class LSTMCell(nn.LSTMCell):
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
 
 
-class GRUCell(nn.GRUCell):
+class GRUCell(_Fused, _TORCH["GRUCell"]):
     r"""Drop-in for :class:`torch.nn.GRUCell`: one fused launch per call (a decode step).
 
     ``forward(input [B, I] or [I], hx [B, H] or [H] or None) -> h'``.
@@ -267,7 +287,7 @@ class GRUCell(nn.GRUCell):
         return _single_state_cell(self, "GRUCell", input, hx, functional.fused_gru_cell)
 
 
-class RNNCell(nn.RNNCell):
+class RNNCell(_Fused, _TORCH["RNNCell"]):
     r"""Drop-in for :class:`torch.nn.RNNCell`: one fused launch per call (a decode step).
 
     ``RNNCell(input_size, hidden_size, bias=True, nonlinearity='tanh', device=None, dtype=None)``;
