@@ -15,7 +15,8 @@ Shapes (T time, B batch, I input size, L layers, D = 2 if bidirectional else 1):
 
 Each layer runs the input projection of all timesteps as one GEMM, then the fused recurrent kernel
 (fusedrnn.ops); dropout (training only) is applied between layers. Which implementation runs is decided by
-fusedrnn.dispatch.
+fusedrnn.dispatch. The aten path (torch's own RNN) is fusedrnn.aten: torch's function itself in eager, an
+opaque custom op under torch.compile.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import dispatch, ops
+from . import aten, dispatch, ops
 from .launch import SUPPORTED_DTYPES
 
 __all__ = ["fused_lstm", "fused_gru", "fused_rnn", "fused_lstm_cell", "fused_gru_cell", "fused_rnn_cell"]
@@ -61,6 +62,9 @@ def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Ten
     if len(weights) != num_layers * dirs * per:
         raise ValueError(f"expected {num_layers * dirs * per} weight tensors for num_layers={num_layers}, "
                          f"bidirectional={bidirectional}, bias={bias}, proj_size={proj_size}, got {len(weights)}")
+    if input.size(-1) != weights[0].shape[1]:  # torch.nn's check_input, before its hidden checks
+        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {weights[0].shape[1]}, "
+                           f"got {input.size(-1)}")
     _check_devices(input, hx, weights)
     steps = len(batch_sizes) if packed else input.size(1 if batch_first else 0)
     if steps == 0:
@@ -101,22 +105,13 @@ def _autocast(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[
     Casts the floating, non-fp64 tensors to the autocast dtype (what the lower-precision policy of
     ``_cudnn_rnn``, the ``*_cell`` ops and CPU's ``mkldnn_rnn_layer`` does) and returns
     ``(input, hx, weights, amp)`` with ``amp = (device type, dtype of output and h, dtype of c)``, or None
-    when autocast is off. On CPU, where torch runs GRU, the Cells and packed or projected LSTMs as matmuls in
-    the low dtype with the state kept by type promotion, h (GRU) and c (LSTM; h too unless projected)
-    come back in ``promote_types(low, state dtype)``, as torch's do.
+    when autocast is off; the dtypes are torch's (fusedrnn.aten.autocast_dtypes).
     """
     dev = input.device.type
     if dev not in ("cuda", "cpu") or not torch.is_autocast_enabled(dev) or dispatch.select(input.device) != "triton":
         return input, hx, weights, None
     low = torch.get_autocast_dtype(dev)
-    h_dtype = c_dtype = low
-    if dev == "cpu":
-        kept = torch.promote_types(low, hx[-1].dtype)
-        if cell == "gru":
-            h_dtype = c_dtype = kept
-        elif cell == "lstm" and (step or packed or proj):
-            c_dtype = kept
-            h_dtype = low if proj else kept
+    h_dtype, c_dtype = aten.autocast_dtypes(cell, dev, low, hx[-1].dtype, packed=packed, proj=proj, step=step)
 
     def cast(t):
         return t.to(low) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
@@ -193,12 +188,8 @@ def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequenc
     input, hx, weights, amp = _autocast("lstm", input, hx, weights, packed=batch_sizes is not None, proj=proj_size > 0)
     _check("lstm", input, hx, weights, num_layers, bias, bidirectional, batch_first, dropout, proj_size, batch_sizes)
     if dispatch.select(input.device) == "aten":
-        if batch_sizes is not None:
-            out, h, c = torch.lstm(input, batch_sizes, tuple(hx), list(weights), bias, num_layers, dropout, training,
-                                   bidirectional)
-        else:
-            out, h, c = torch.lstm(input, tuple(hx), list(weights), bias, num_layers, dropout, training,
-                                   bidirectional, batch_first)
+        out, (h, c) = aten.run("lstm", input, hx, weights, batch_sizes, bias, num_layers, dropout, training,
+                               bidirectional, batch_first)
         return out, (h, c)
     with _no_autocast(amp):
         out, (h, c) = _run("lstm", input, list(hx), weights, bias, num_layers, dropout, training, bidirectional,
@@ -215,10 +206,9 @@ def _single_state(cell: str, input, hx, weights, bias, num_layers, dropout, trai
     input, (hx,), weights, amp = _autocast(cell, input, [hx], weights)
     _check(cell, input, [hx], weights, num_layers, bias, bidirectional, batch_first, dropout, 0, batch_sizes)
     if dispatch.select(input.device) == "aten":
-        fn = {"gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}[cell]
-        if batch_sizes is not None:
-            return fn(input, batch_sizes, hx, list(weights), bias, num_layers, dropout, training, bidirectional)
-        return fn(input, hx, list(weights), bias, num_layers, dropout, training, bidirectional, batch_first)
+        out, (h,) = aten.run(cell, input, [hx], weights, batch_sizes, bias, num_layers, dropout, training,
+                             bidirectional, batch_first)
+        return out, h
     with _no_autocast(amp):
         out, (h,) = _run(cell, input, [hx], weights, bias, num_layers, dropout, training, bidirectional, batch_first,
                          0, batch_sizes)

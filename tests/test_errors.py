@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 from fusedrnn import dispatch, launch
-from _helpers import assert_close, kernels_ran, make_pair
+from _helpers import DEVICE, assert_close, kernels_ran, make_pair
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 BACKENDS = ["triton", "default"]
@@ -102,9 +102,10 @@ def check_fused(ref_fn, fused_module, call, name: str, match_message=True):
 
 
 def test_default_backend_runs_triton_here():
-    """The premise of the "default" runs below: on this CPU the default backend picks the kernels."""
+    """The premise of the "default" runs below: on the suite's device (a GPU, else the CPU under the interpreter)
+    the default backend picks the kernels."""
     assert fusedrnn.get_backend() == "auto"
-    assert dispatch.select(torch.device("cpu")) == "triton"
+    assert dispatch.select(DEVICE) == "triton"
 
 
 # ---------------------------------------------------------------------------------------------------- input
@@ -131,6 +132,19 @@ def test_feature_size(cell, name, shape):
     check_fused(lambda: ref(x), fused, lambda m: m(x), name)
     with backend(name):
         assert_still_works(ref, fused, name)
+
+
+@pytest.mark.parametrize("name", [*BACKENDS, "aten"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_feature_size_functional(cell, name):
+    """fused_lstm/gru/rnn with an input of the wrong width name the input, as torch.nn does ("input.size(-1)
+    must be equal to input_size. Expected 3, got 4"), not the weights; with a hidden state given or not."""
+    ref, fused = make_pair(cell, I, H)
+    x = torch.randn(T, B, I + 1)
+    for hx in (None, states(cell, (1, B, H))):
+        with backend(name):
+            _, exc = assert_same_error(lambda: ref(x, hx), lambda: functional(fused, x, hx))
+        assert str(exc) == f"input.size(-1) must be equal to input_size. Expected {I}, got {I + 1}"
 
 
 # ------------------------------------------------------------------------------------------------ hidden state
