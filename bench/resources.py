@@ -4,6 +4,7 @@
     python -m bench.resources --json rows.json     # also write the rows
     python -m bench.resources --src .              # load kernels/ and autotune/ by path (no torch, no fusedrnn)
     python -m bench.resources --dispatch           # only what dispatch picks on an H100 (tests assert on it)
+    python -m bench.resources --launched --hidden 1 5 33 --batch 3   # the launcher's own launches, see below
 
 Each kernel goes through ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``: frontend,
 TTGIR, LLVM, PTX and the ptxas bundled with Triton; no CUDA driver is touched. The signature mirrors what
@@ -16,6 +17,12 @@ on its PTX, with Triton's flags), shared memory (``metadata.shared``, what a lau
 instructions of the SASS (``cuobjdump -sass``): HGMMA (Hopper wgmma), HMMA (mma.sync tensor cores), DMMA
 (fp64 tensor cores) or none (no matmul, or an FMA loop). Launches that give the same kernel (the H values here
 differ only at run time) are compiled and analyzed once.
+
+``--launched`` records the launches themselves instead: ``fusedrnn.launch`` runs each layer on CPU tensors with its
+CUDA decisions for an H100 and its kernels replaced by recorders (``record_launches``), and each launch is compiled
+with the signature Triton's JIT would give its arguments (``launch_spec``: any H, odd sizes included, where
+``build_source`` assumes multiples of 16). Its PTX is checked too: the cooperative kernels' grid barrier
+(``barrier_violations``) and float max/min that drop NaN (``nan_dropping_minmax``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 CELLS = {"lstm": (0, 4, 4), "gru": (1, 3, 4), "rnn_tanh": (2, 1, 1), "rnn_relu": (3, 1, 1)}  # CELL, G, NS
@@ -109,7 +117,8 @@ def build_source(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, sav
     params = dict(CELL=code, G=G, NS=NS, **blocks,
                   UPCAST_DOT=False, DOT_PRECISION=precision, HAS_BIAS=has_bias, SAVE=save, HAS_NEXT=has_next,
                   SPLIT_DX=cell == "gru", FUSE_INPUT=fuse_input, TWO_SOURCES=False, PACKED=False, REVERSE=False,
-                  KP=triton.next_power_of_2(H), HP=triton.next_power_of_2(H), COOP=kind.startswith("streamed"))
+                  KP=triton.next_power_of_2(max(H, 16)), HP=triton.next_power_of_2(max(H, 16)),  # as the launcher
+                  COOP=kind.startswith("streamed"))
     constexprs, signature, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in params:
@@ -185,6 +194,16 @@ def compile_kernel(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, *
                 tensor_cores="+".join(used) if used else "none")
 
 
+def ptx_of(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, **flags):
+    """(PTX, its parameter names) of one kernel as ``compile_kernel`` builds it (``build_source``)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    src, options, cfg = build_source(kind, cell, dtype, H, B, cfg, **flags)
+    with contextlib.redirect_stdout(io.StringIO()):
+        k = triton.compile(src, target=GPUTarget("cuda", ARCH, 32), options=options)
+    return k.asm["ptx"], ptx_params(src)
+
+
 def _flag_sets(kind: str):
     if kind == "step_fwd":
         return [dict(save=save, has_bias=has_bias) for save in (True, False) for has_bias in (True, False)]
@@ -244,7 +263,475 @@ def dispatched(cells=tuple(CELLS), dtypes=("bf16", "fp16"), hidden=HIDDEN, batch
                                 yield kind, cell, dtype, H, B, flags
 
 
+# ---- launches recorded from the launcher ----------------------------------------------------------------------
+
+#: Layer calls whose launches ``launched`` records: (name, T, training, forced kernel). T=1 is a single step (the
+#: input projection fused into the step kernel), T=2 runs stepwise like any T < 32 (a first step reading h0, a last
+#: one without a next), T=32 cooperatively wherever ``coop_plan`` accepts the layer (else stepwise); the batch-tiled
+#: kernel, which an H100's dispatch picks only for batches too large for a cooperative grid (and as the fallback of
+#: a cooperative launch the driver refuses), is forced.
+SCENARIOS = (("T=1", 1, True, "auto"), ("T=1", 1, False, "auto"), ("T=2", 2, True, "auto"),
+             ("T=2", 2, False, "auto"), ("T=32", 32, True, "auto"), ("T=32", 32, False, "auto"),
+             ("tiled", 2, True, "tiled"), ("tiled", 2, False, "tiled"))
+_TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp32-tf32": "float32", "fp64": "float64"}
+
+
+class _Recorder:
+    """Stands in for a jitted kernel in ``fusedrnn.launch``: ``kernel[grid](*args, **kwargs)`` is recorded, not run."""
+
+    def __init__(self, fn, log):
+        self.fn, self.log = fn, log
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.log.append((self.fn, args, kwargs))
+
+
+def record_launches(cell: str, dtype: str, H: int, B: int, T: int, train: bool, kernel: str = "auto", I=None,
+                    limits=None) -> list:
+    """The kernel launches ``fusedrnn.launch`` makes for one layer call (one direction, dense input, biases, input size
+    ``I``, default H) on the GPU ``limits`` (default an H100) without a GPU: the layer runs on CPU tensors with the
+    launcher's CUDA decisions (``_choose`` / ``coop_plan`` for that GPU, ``_dot_settings`` for CUDA, the heuristic
+    configurations ``default_step_config``, as with no tuned table) and its kernels replaced by recorders. A training
+    call runs the forward with saved activations and the backward; T=1 training also runs the Cell API
+    (``launch.cell_fwd`` / ``cell_bwd``). Returns [(JITFunction, args, kwargs)] in launch order. Imports torch."""
+    import torch
+
+    import fusedrnn
+    from fusedrnn import launch
+    _, autotune = _modules()
+    spaces = sys.modules[autotune.__name__ + ".spaces"]
+    limits = limits or spaces.KNOWN_GPUS["H100"]
+    cuda = torch.device("cuda")
+    I = H if I is None else I  # noqa: E741 - the legend's name
+    log = []
+    saved = {name: getattr(launch, name) for name in ("_choose", "_dot_settings", "_config", "device_limits",
+                                                      *(KERNEL_FNS[k] for k in KINDS))}
+    precision = DTYPES[dtype][2]
+
+    def dot_settings(dt, device):
+        out = dict(saved["_dot_settings"](dt, cuda))
+        if dt == torch.float32:  # the TF32 switch as this dtype name says ("fp32": torch's default, off)
+            out["DOT_PRECISION"] = precision
+        return out
+
+    launch._choose = lambda cell_, dt, device, T_, B_, H_, proj, limits_=None: saved["_choose"](
+        cell_, dt, cuda, T_, B_, H_, proj, limits)
+    launch._dot_settings = dot_settings
+    launch._config = lambda kernel_, cell_, H_, K, B_, dt, device, I_=0: spaces.default_step_config(
+        "cuda", H_, K, B_, dt.itemsize, kernel_.split("_")[0])
+    launch.device_limits = lambda device: limits
+    linear = torch.nn.functional.linear  # the input projection's values feed only recorders: an empty result will do
+    torch.nn.functional.linear = lambda a, w, b=None: torch.empty((*a.shape[:-1], w.shape[0]), dtype=a.dtype)
+    for name in saved:
+        if name.endswith("_kernel"):
+            setattr(launch, name, _Recorder(saved[name], log))
+    try:
+        with fusedrnn.use_kernel(kernel):
+            spec = launch.CELLS[cell]
+            dt = getattr(torch, _TORCH_DTYPES[dtype])
+            G, lstm = spec.gates, cell == "lstm"
+
+            def rnd(*shape):
+                return torch.randn(*shape).to(dt)
+
+            x, h0, c0 = rnd(T, B, I), rnd(B, H), rnd(B, H) if lstm else None
+            w_ih, w_hh, b_ih, b_hh = rnd(G * H, I), rnd(G * H, H), rnd(G * H), rnd(G * H)
+            y, h_n, c_n, sv, cs, hr = launch.recurrence_fwd(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, False,
+                                                            train)
+            if train:
+                launch.recurrence_bwd(cell, rnd(*y.shape), rnd(B, H), rnd(B, H) if lstm else None, x, h0, c0, w_ih,
+                                      w_hh, None, True, None, False, y, sv, cs, hr)
+            if train and T == 1:
+                h1, c1, sv1 = launch.cell_fwd(cell, x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, True)
+                launch.cell_bwd(cell, rnd(B, H), rnd(B, H) if lstm else None, x[0], h0, c0, w_ih, w_hh, True, c1, sv1)
+    finally:
+        torch.nn.functional.linear = linear
+        for name, value in saved.items():
+            setattr(launch, name, value)
+    return log
+
+
+def _kind_of(fn_name: str, kwargs: dict) -> str:
+    kind = {v: k for k, v in KERNEL_FNS.items() if not k.startswith("streamed")}[fn_name]
+    return kind.replace("tiled", "streamed") if kwargs.get("COOP") else kind
+
+
+_LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg", "launch_cooperative_grid")
+
+
+def launch_spec(fn, args, kwargs) -> dict:
+    """What Triton's JIT would compile for this launch, as plain data (picklable): the kernel's name, the signature
+    and attributes its specialization gives the arguments (ints equal to 1 become constants, ints and pointers
+    divisible by 16 carry ``tt.divisibility``, ``do_not_specialize`` honoured; Triton's own ``specialize_impl``),
+    the constexprs and the compile options."""
+    from triton.backends.compiler import BaseBackend
+    from triton.runtime.jit import native_specialize_impl
+    kwargs = dict(kwargs)
+    options = {k: kwargs.pop(k) for k in _LAUNCH_OPTIONS if k in kwargs}
+    values = dict(zip(fn.arg_names, args), **kwargs)
+    signature, constexprs, attrs = {}, {}, {}
+    for i, (name, param) in enumerate(zip(fn.arg_names, fn.params)):
+        value = values[name]
+        if param.is_constexpr:
+            signature[name], constexprs[name] = "constexpr", value
+            continue
+        ty, spec = native_specialize_impl(BaseBackend, value, False, not param.do_not_specialize,
+                                          not param.do_not_specialize_on_alignment)
+        if ty == "constexpr":
+            signature[name], constexprs[name] = "constexpr", spec
+        else:
+            signature[name] = ty
+            if spec == "D":
+                attrs[(i, )] = [["tt.divisibility", 16]]
+    return dict(fn=fn.__name__, kind=_kind_of(fn.__name__, kwargs), signature=signature, constexprs=constexprs,
+                attrs=attrs, options=dict(options, enable_fp_fusion=True))
+
+
+def spec_key(spec: dict) -> tuple:
+    """What a launch's compilation depends on, but for divisibility hints: the kernel, its constexprs (block sizes,
+    KP/HP, flags, dtypes; specialized 1s), argument types and options. Launches of many H share it; the hints (which
+    differ with H mod 16) change the width of memory accesses, not which dots, layouts and loops are built."""
+    return (spec["fn"], tuple(sorted(spec["constexprs"].items())), tuple(spec["signature"].values()),
+            tuple(sorted(spec["options"].items())))
+
+
+def config_key(spec: dict) -> tuple:
+    """A launch's configuration: the kernel (and its variant), cell, tensor dtype and dot precision, block sizes,
+    KP/HP and the compile options; not the flags (SAVE, FUSE_INPUT, HAS_NEXT...) nor the specialized arguments."""
+    c = spec["constexprs"]
+    return (spec["fn"], spec["kind"], c["CELL"], spec["signature"]["p_w"], c["DOT_PRECISION"],
+            *(c.get(k) for k in ("BLOCK_B", "BLOCK_H", "BLOCK_K", "KP", "HP")), tuple(sorted(spec["options"].items())))
+
+
+def _coverage(spec: dict, H: int) -> tuple:
+    """Which launch of a configuration ``launched(per_config=True)`` compiles: the most dots (the fused input
+    projection, the backward's matmul with the next step), then saved activations, then the smallest H (H=1 makes
+    Triton specialize H, K and strides to constants)."""
+    c = spec["constexprs"]
+    return (bool(c.get("FUSE_INPUT")) + bool(c.get("HAS_NEXT")), bool(c.get("SAVE")), -H)
+
+
+def launched(cells=tuple(CELLS), dtypes=("fp16", "bf16", "fp32", "fp64"), hidden=HIDDEN, batch=BATCH,
+             scenarios=SCENARIOS, per_config: bool = False, jobs: int = 1):
+    """{key: (spec, [(cell, dtype, H, B, scenario), ...])}: the launches ``record_launches`` records for these layers
+    and ``SCENARIOS``, with the layers that make them. Keyed by ``spec_key`` (each distinct compilation) or, with
+    ``per_config``, by ``config_key`` (each configuration once: its launch of most ``_coverage``). Recorded in
+    ``jobs`` processes, one cell and dtype each."""
+    groups = [(cell, dtype, tuple(hidden), tuple(batch), tuple(scenarios)) for cell in cells for dtype in dtypes]
+    if jobs <= 1:
+        recorded = map(_record_group, groups)
+    else:
+        pool = ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(_SRC, ))
+        recorded = pool.map(_record_group, groups)
+    out = {}
+    for group in recorded:
+        for spec, where in group:
+            key = config_key(spec) if per_config else spec_key(spec)
+            H = where[2]
+            if key not in out:
+                out[key] = (spec, [where], H)
+                continue
+            best, wheres, best_h = out[key]
+            wheres.append(where)
+            if per_config and _coverage(spec, H) > _coverage(best, best_h):
+                out[key] = (spec, wheres, H)
+    if jobs > 1:
+        pool.shutdown()
+    return {k: (spec, wheres) for k, (spec, wheres, _) in out.items()}
+
+
+def _record_group(group) -> list:
+    """[(launch_spec, (cell, dtype, H, B, scenario))] of one cell and dtype's layers (``launched``)."""
+    cell, dtype, hidden, batch, scenarios = group
+    out = []
+    for H in hidden:
+        for B in batch:
+            for name, T, train, kernel in scenarios:
+                for fn, args, kwargs in record_launches(cell, dtype, H, B, T, train, kernel):
+                    out.append((launch_spec(fn, args, kwargs),
+                                (cell, dtype, H, B, f"{name} {'train' if train else 'infer'}")))
+    return out
+
+
+def compile_spec(spec: dict, analyze: bool = False):
+    """Compile a ``launch_spec`` for sm_90a (kernels from ``_SRC`` with --src). Returns the CompiledKernel and, with
+    ``analyze``, its resources (``_analyze``)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    kernels, _ = _modules()
+    src = triton.compiler.ASTSource(fn=getattr(kernels, spec["fn"]), signature=spec["signature"],
+                                    constexprs=spec["constexprs"], attrs=spec["attrs"])
+    with contextlib.redirect_stdout(io.StringIO()):  # ptxas failures print the whole PTX
+        k = triton.compile(src, target=GPUTarget("cuda", ARCH, 32), options=spec["options"])
+    return k, (_analyze(k.asm["ptx"], k.asm["cubin"]) if analyze else None)
+
+
+def _spec_row(item) -> dict:
+    spec, where, analyze = item
+    c = spec["constexprs"]
+    row = dict(kind=spec["kind"], cell=where[0][0], dtype=where[0][1], H=sorted({w[2] for w in where}),
+               B=sorted({w[3] for w in where}), scenarios=sorted({w[4] for w in where}),
+               BLOCK_B=c.get("BLOCK_B"), BLOCK_H=c.get("BLOCK_H"), BLOCK_K=c.get("BLOCK_K"),
+               KP=c.get("KP", c.get("HP")), num_warps=spec["options"].get("num_warps"),
+               num_stages=spec["options"].get("num_stages"))
+    start = time.perf_counter()
+    try:
+        k, res = compile_spec(spec, analyze)
+    except Exception as e:  # noqa: BLE001 - one failing launch must not hide the others
+        row.update(ok=False, error=_error_line(e), error_full=str(e)[-4000:])
+        return row
+    row.update(ok=True, seconds=round(time.perf_counter() - start, 2), smem=k.metadata.shared, **(res or {}))
+    if res:
+        row["spills"] = (res["spill_stores"] or 0) + (res["spill_loads"] or 0)
+    ptx = k.asm["ptx"]
+    row["nan_minmax"] = nan_dropping_minmax(ptx)
+    if spec["kind"].split("_")[0] in COOP_VARIANTS:
+        row["barrier"] = barrier_violations(ptx, ptx_params(spec), SHARED[spec["kind"].split("_")[1]])
+    return row
+
+
+def run_launched(specs: dict, jobs: int = 1, src=None, analyze: bool = False) -> list[dict]:
+    """Compile each distinct launch of ``launched`` once (in ``jobs`` processes): one row per compilation."""
+    _init_worker(src)
+    items = [(spec, where, analyze) for spec, where in specs.values()]
+    if jobs <= 1:
+        return list(map(_spec_row, items))
+    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(src, )) as pool:
+        return list(pool.map(_spec_row, items))
+
+
+def format_launched(rows: list[dict]) -> str:
+    out = [f"{'kind':12} {'cell':8} {'dtype':9} {'blocks':10} {'KP':>3} {'w':>2} {'s':>1}  H / error"]
+    for r in rows:
+        blocks = f"{r['BLOCK_B']}x{r['BLOCK_H']}x{r['BLOCK_K']}"
+        tail = (" ".join(map(str, r["H"])) + (f"  regs {r['regs']} spills {r['spills']}" if "regs" in r else "")
+                if r["ok"] else f"FAILED {r['error']}  (H {' '.join(map(str, r['H']))})")
+        if r.get("barrier"):
+            tail += f"  BARRIER: {'; '.join(r['barrier'])}"
+        if r.get("nan_minmax"):
+            tail += f"  NaN-DROPPING MAX/MIN: {'; '.join(r['nan_minmax'][:3])}"
+        out.append(f"{r['kind']:12} {r['cell']:8} {r['dtype']:9} {blocks:10} {r['KP'] or '':>3} {r['num_warps']:>2} "
+                   f"{r['num_stages']:>1}  {tail}")
+    out.append(f"{len(rows)} distinct compilations, {sum(not r['ok'] for r in rows)} failed")
+    return "\n".join(out)
+
+
+# ---- reading the PTX ------------------------------------------------------------------------------------------
+
+#: direction -> the cooperative kernels' pointer arguments through which a step reads what other programs wrote in
+#: the step before: h_{t-1} (forward, the outputs y), dHp_{t+1} (backward).
+SHARED = {"fwd": ("p_y", ), "bwd": ("p_dhp", )}
+
+def ptx_params(spec_or_src) -> list:
+    """The names of a compiled kernel's PTX parameters ``<kernel>_param_<i>``, in order: its arguments that are not
+    constexprs (Triton appends its own scratch pointers after them)."""
+    signature = spec_or_src["signature"] if isinstance(spec_or_src, dict) else spec_or_src.signature
+    return [name for name, ty in signature.items() if ty != "constexpr"]
+
+
+_REG = re.compile(r"%[a-z]+\d+")
+_MEM = re.compile(r"\[([^\]]*)\]")
+
+
+class Ptx:
+    """A kernel's PTX as a list of instructions, its control-flow graph (one node per instruction) and register taint.
+
+    Each instruction: ``op`` (opcode with its modifiers, e.g. ``ld.global.gpu.acquire.b32``), ``args`` (operand
+    text), ``line`` (1-based line in the PTX). ``succ[i]``: the instructions that may run after i (fall-through,
+    branch targets)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.ins, labels = [], {}
+        for n, raw in enumerate(text.splitlines(), 1):
+            for part in raw.split("//")[0].split(";"):  # inline asm may put several statements on a line
+                line = part.strip()
+                while line[:1] in ("{", "}"):  # scopes of inline asm
+                    line = line[1:].strip()
+                if not line or line.startswith((".", ")", "(")):  # directives, declarations, the parameter list
+                    continue
+                m = re.match(r"^(\$?[\w$]+):$", line)
+                if m:
+                    labels[m.group(1)] = len(self.ins)
+                    continue
+                pred = None
+                if line.startswith("@"):
+                    pred, line = line.split(None, 1)
+                op, _, rest = line.partition(" ")
+                self.ins.append(dict(op=op.strip(), args=rest.strip(), pred=pred, line=n))
+        self.succ = []
+        for i, ins in enumerate(self.ins):
+            nxt = []
+            if ins["op"].startswith("bra"):
+                nxt.append(labels[ins["args"].split()[-1].rstrip(";")])
+                if ins["pred"]:
+                    nxt.append(i + 1)
+            elif ins["op"] not in ("ret", "exit", "trap"):
+                nxt.append(i + 1)
+            self.succ.append([j for j in nxt if j < len(self.ins)])
+
+    def addresses(self, i: int) -> list:
+        """The registers of instruction i's memory operands (``[%rd5 + 16]``), in order."""
+        return [r for a in _MEM.findall(self.ins[i]["args"]) for r in _REG.findall(a)]
+
+    def tainted(self, param_indices) -> set:
+        """Registers computed from the kernel parameters ``param_indices`` (their ld.param and every register an
+        arithmetic, move or conversion derives from them, to a fixed point over the loops). A value loaded from
+        memory is data, not an address: loads do not pass taint on; nor do predicates."""
+        names = {f"_param_{k}]" for k in param_indices}
+        taint = set()
+        changed = True
+        while changed:
+            changed = False
+            for ins in self.ins:
+                op, args = ins["op"], ins["args"]
+                regs = _REG.findall(args)
+                if not regs or regs[0].startswith("%p"):
+                    continue
+                if op.startswith("ld.param"):
+                    hit = any(args.replace(" ", "").endswith(n) for n in names)
+                elif op.split(".")[0] in ("ld", "ldu", "atom", "st", "red", "cp", "bar", "bra", "ldmatrix", "stmatrix",
+                                          "wgmma", "mma", "fence", "membar", "prefetch", "shfl", "vote"):
+                    continue
+                else:
+                    hit = any(r in taint for r in regs[1:])
+                if hit and regs[0] not in taint:
+                    taint.add(regs[0])
+                    changed = True
+        return taint
+
+    def sccs(self, removed=frozenset()) -> list:
+        """Strongly connected components of the control-flow graph without the nodes ``removed`` (iterative
+        Tarjan); a loop's instructions form one component."""
+        index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+        for root in range(len(self.ins)):
+            if root in index or root in removed:
+                continue
+            work = [(root, 0)]
+            while work:
+                v, k = work.pop()
+                if k == 0:
+                    index[v] = low[v] = counter[0]
+                    counter[0] += 1
+                    stack.append(v)
+                    on.add(v)
+                succ = [w for w in self.succ[v] if w not in removed]
+                if k < len(succ):
+                    work.append((v, k + 1))
+                    w = succ[k]
+                    if w not in index:
+                        work.append((w, 0))
+                    elif w in on:
+                        low[v] = min(low[v], index[w])
+                    continue
+                if low[v] == index[v]:
+                    comp = set()
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.add(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1 or v in self.succ[v]:
+                        out.append(comp)
+                if work:
+                    u = work[-1][0]
+                    low[u] = min(low[u], low[v])
+        return out
+
+    def reachable(self, starts, blocked) -> set:
+        """Instructions reachable from the successors of ``starts`` without passing through ``blocked``."""
+        seen, todo = set(), [j for s in starts for j in self.succ[s]]
+        while todo:
+            j = todo.pop()
+            if j in seen or j in blocked:
+                continue
+            seen.add(j)
+            todo.extend(self.succ[j])
+        return seen
+
+
+def _reads_global(ins) -> bool:
+    op = ins["op"].split(".")
+    if op[0] in ("ld", "ldu"):
+        return not {"param", "shared", "local", "const"} & set(op)
+    return op[0] == "cp" and "global" in op or op[0] == "atom"
+
+
+def barrier_violations(ptx: str, params: list, shared: tuple) -> list:
+    """Why the grid barrier in this PTX does not order the programs' writes before the reads of the next step; empty
+    when it does. ``params``: the PTX parameter names (``ptx_params``); the barrier counter is ``p_bar``, what other
+    programs wrote is read through ``shared`` (``p_y`` in a forward: h_{t-1}; ``p_dhp`` in a backward: dHp_{t+1}).
+
+    Read from the code, by following the registers computed from those parameters:
+      - every access to the counter is the arrival, a release add at GPU scope (``red``/``atom`` ``.release.gpu``),
+        or a poll, an acquire read at GPU scope (``ld.acquire.gpu`` or ``atom.acquire.gpu``): no relaxed or volatile
+        poll, whatever fence follows it;
+      - the time loop is the loop (strongly connected component of the control flow) that holds the arrival; a poll
+        sits in it, in a spin loop of its own (a cycle without the arrival);
+      - every global read of ``shared`` (ld, cp.async) sits in the time loop (not hoisted out of it), and no path
+        leads from the arrival to one without passing a poll: the next step reads only after the acquire."""
+    ins = Ptx(ptx)
+    bar = ins.tainted([params.index("p_bar")])
+    data = ins.tainted([params.index(p) for p in shared])
+    where = lambda i: f"line {ins.ins[i]['line']}: {ins.ins[i]['op']} {ins.ins[i]['args']}"  # noqa: E731
+    errors, arrivals, polls, reads = [], [], [], []
+    for i, x in enumerate(ins.ins):
+        op = set(x["op"].split("."))
+        addrs = ins.addresses(i)
+        if op & {"ld", "ldu", "atom", "red", "st"} and any(r in bar for r in addrs):
+            if op & {"red", "atom"} and "add" in op and op & {"release", "acq_rel"} and "gpu" in op:
+                arrivals.append(i)
+            elif op & {"ld", "ldu", "atom"} and op & {"acquire", "acq_rel"} and "gpu" in op:
+                polls.append(i)
+            else:
+                errors.append(f"an access to the barrier counter that is neither a release add nor an acquire read "
+                              f"at GPU scope: {where(i)}")
+        elif _reads_global(x) and any(r in data for r in addrs[-1:]):
+            reads.append(i)
+    if not arrivals:
+        errors.append("no arrival (release add at GPU scope) on the barrier counter")
+    if not polls:
+        errors.append("no poll (acquire read at GPU scope) of the barrier counter")
+    if not reads:
+        errors.append(f"no global read through {shared}")
+    if errors:
+        return errors
+    loops = ins.sccs()
+    time_loop = next((c for c in loops if arrivals[0] in c), None)
+    if time_loop is None:
+        return [f"the arrival is in no loop: {where(arrivals[0])}"]
+    if not any(p in time_loop for p in polls):
+        errors.append("no poll inside the time loop")
+    spins = ins.sccs(removed=frozenset(arrivals))
+    if not any(p in c for c in spins for p in polls if p in time_loop):
+        errors.append("no poll spins (sits in a loop without the arrival): the barrier does not wait")
+    for i in reads:
+        if i not in time_loop:
+            errors.append(f"a read of what other programs wrote outside the time loop (hoisted): {where(i)}")
+    early = ins.reachable(arrivals, set(polls))
+    for i in reads:
+        if i in early:
+            errors.append(f"a read of what other programs wrote reachable from the arrival before any poll: {where(i)}")
+    return errors
+
+
+def nan_dropping_minmax(ptx: str) -> list:
+    """Float max/min instructions of the PTX that drop NaN (``max.f32``, ``min.f64``...: they return the operand that
+    is not NaN; ``.NaN`` variants propagate it), as 'line N: instruction'."""
+    out = []
+    for n, raw in enumerate(ptx.splitlines(), 1):
+        m = re.search(r"\b((?:max|min)(?:\.\w+)*)\s", raw.split("//")[0])
+        if m and re.search(r"\.(f16|bf16|f32|f64|f16x2|bf16x2)\b", m.group(1)) and ".NaN" not in m.group(1):
+            out.append(f"line {n}: {raw.strip()}")
+    return out
+
+
 def _error_line(e: BaseException) -> str:
+    """One line saying why a compile failed: from the innermost cause (a CompilationError's own text is the source
+    location, its cause the reason, e.g. tl.dot's "Input shapes should have ... K >= 16")."""
+    while e.__cause__ is not None or (e.__context__ is not None and not str(e).strip()):
+        e = e.__cause__ or e.__context__
     text = str(e).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     msg = next((ln for ln in reversed(lines) if re.search(r"error|Error|assert|must|expected|unsupported", ln)),
@@ -329,8 +816,26 @@ def main(argv=None) -> int:
                    help="default: all (with --dispatch: bf16 and fp16, the tensor-core dtypes)")
     p.add_argument("--hidden", nargs="+", type=int, default=list(HIDDEN))
     p.add_argument("--batch", nargs="+", type=int, default=list(BATCH))
+    p.add_argument("--launched", action="store_true",
+                   help="every launch fusedrnn's launcher makes on an H100 for these layers (recorded from it, with "
+                        "Triton's own argument specialization; SCENARIOS: T=1, 2, 32 and the batch-tiled kernel, "
+                        "training and inference), each distinct compilation once; checks the PTX (grid barrier, "
+                        "NaN-dropping max/min); needs fusedrnn importable. Default dtypes: fp16 bf16 fp32 fp64")
+    p.add_argument("--per-config", action="store_true",
+                   help="with --launched: each configuration once (config_key), not each distinct compilation")
+    p.add_argument("--analyze", action="store_true", help="with --launched: registers, spills, tensor cores too")
     a = p.parse_args(argv)
     src = os.path.abspath(a.src) if a.src else None
+    if a.launched:
+        _init_worker(src)
+        specs = launched(a.cells, a.dtypes or ("fp16", "bf16", "fp32", "fp64"), a.hidden, a.batch,
+                         per_config=a.per_config, jobs=a.jobs)
+        rows = run_launched(specs, a.jobs, src, a.analyze)
+        print(format_launched(rows))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return 1 if any(not r["ok"] or r["nan_minmax"] or r.get("barrier") for r in rows) else 0
     combos = (dispatched(a.cells, a.dtypes or ("bf16", "fp16"), a.hidden, a.batch) if a.dispatch else
               combinations(a.cells, a.dtypes or list(DTYPES), a.hidden, a.batch, a.kinds))
     rows = run_all(combos, a.jobs, src)

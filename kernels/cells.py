@@ -13,7 +13,7 @@ GRU needs: its candidate gate is ``n = tanh(x_n + r * r_n)``.
 Saved activations (``s0..s3``, what the backward reads, in the gate order of torch.nn):
   LSTM      i, f, g, o (after their activations); c_t itself is kept by the kernel
   GRU       r, z, n, r_n (the recurrent part of n, with b_hn)
-  RNN       h_t in full precision (tanh' = 1 - h^2, relu' = [h > 0])
+  RNN       h_t in full precision (tanh' = 1 - h^2; relu' = 0 where h <= 0, else 1, as torch: a NaN h passes dh)
 """
 
 import triton
@@ -27,14 +27,22 @@ CELL_RNN_RELU = tl.constexpr(3)
 
 @triton.jit
 def _tanh(x):
-    # 1 - 2 / (e^{2x} + 1): exact limits at +-inf (no inf/inf), absolute error ~ eps. libdevice.tanh would
-    # be faster on a GPU but does not run under the interpreter.
-    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+    # 1 - 2 / (e^{2x} + 1) with 2x capped at 80, where it is 1 - 4e-35, 1.0 in fp32 and fp64 alike: e^80 does not
+    # overflow (the interpreter warned "overflow encountered in exp" on e^{2x}), the limits at +-inf stay exact (1,
+    # and -1 from e^{-inf} = 0), NaN stays NaN (NaN > 80 is false), absolute error ~ eps. One exp, one division and
+    # a select; libdevice.tanh would be faster on a GPU but does not run under the interpreter.
+    z = 2.0 * x
+    return 1.0 - 2.0 / (tl.exp(tl.where(z > 80.0, 80.0, z)) + 1.0)
 
 
 @triton.jit
 def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+    # 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with e = exp(-|x|) in (0, 1]: no overflow, exact limits
+    # 1 and 0 at +-inf (e = 0), NaN propagated (e and r are NaN, and NaN < 0 is false), relative error a few ulp on
+    # both sides (1 / (1 + e^{-x}) had it only for x >= 0).
+    e = tl.exp(-tl.abs(x))
+    r = 1.0 / (1.0 + e)
+    return tl.where(x < 0.0, e * r, r)
 
 
 @triton.jit
@@ -59,7 +67,14 @@ def cell_fwd(CELL: tl.constexpr, x0, x1, x2, x3, r0, r1, r2, r3, h_prev, c_prev)
         h = _tanh(x0 + r0)
         return h, zero, h, zero, zero, zero
     else:
-        h = tl.maximum(x0 + r0, 0.0)
+        # relu that propagates NaN, as torch.relu does: a plain tl.maximum(v, 0.0) compiles to max.f32, which
+        # returns the operand that is not NaN (NaN in, 0 out). PropagateNan.ALL gives max.NaN.f32 (one instruction,
+        # as before); PTX has no max.NaN.f64, for which the select (NaN < 0 is false) is shorter than its expansion.
+        v = x0 + r0
+        if v.dtype == tl.float64:
+            h = tl.where(v < 0.0, 0.0, v)
+        else:
+            h = tl.maximum(v, 0.0, propagate_nan=tl.PropagateNan.ALL)
         return h, zero, h, zero, zero, zero
 
 
@@ -93,5 +108,6 @@ def cell_bwd(CELL: tl.constexpr, dh, dc, s0, s1, s2, s3, h_prev, c_prev, c):
         d = dh * (1.0 - s0 * s0)
         return d, zero, zero, zero, zero, zero, zero
     else:
-        d = tl.where(s0 > 0.0, dh, 0.0)
+        # torch's relu backward (threshold_backward on the output): 0 where h <= 0, else dh; a NaN h passes dh.
+        d = tl.where(s0 <= 0.0, 0.0, dh)
         return d, zero, zero, zero, zero, zero, zero

@@ -28,16 +28,19 @@ Cooperative, streamed (the same two kernels with ``COOP``), grid ``(n_h, cdiv(B,
 
 Cooperative, resident (``_coop_fwd_kernel``, ``_coop_bwd_kernel``), grid ``(cdiv(H, BLOCK_H), cdiv(B, BLOCK_B))``
     A program owns a slice of BLOCK_H hidden units (all G gates) for BLOCK_B rows and loads its slice of W_hh
-    ONCE, before the time loop: ``[KP, BLOCK_H]`` per gate (KP = next power of two of K) in the forward,
-    W_hh's columns ``[HP, BLOCK_H]`` per gate in the backward; the compiler keeps them in registers for the
-    whole sequence. c (and the backward's carries) stay in registers. After each step the programs of a batch
-    tile meet at the grid barrier.
+    ONCE, before the time loop: ``[KP, BLOCK_H]`` per gate in the forward, W_hh's columns ``[HP, BLOCK_H]`` per
+    gate in the backward, the compiler keeping them in registers for the whole sequence. KP and HP (the reduction
+    widths of the step's dots) are the next power of two of K and H, at least 16: on NVIDIA GPUs tl.dot needs
+    K >= 16 (16-bit operands; 8 for fp32, 4 for fp64), the interpreter any K; the masked tail adds zeros. c (and
+    the backward's carries) stay in registers. After each step the programs of a batch tile meet at the grid
+    barrier.
 
 Grid barrier (``_grid_barrier``): an atomic counter per batch tile, release/acquire at GPU scope. The launcher
 plans no more programs than SMs and launches cooperatively (``launch_cooperative_grid``: the driver starts every
-program at once or refuses the launch, and the launcher falls back), so the barrier never deadlocks. Under the
-interpreter programs run one after another, so a cooperative grid can run there only with one hidden slice (each
-batch tile's single program passes its barrier at once).
+program at once or refuses the launch, and the launcher falls back), so the barrier never deadlocks. The plain interpreter runs
+programs one after another, so a cooperative grid runs there only with one hidden slice (each batch tile's single
+program passes its barrier at once); the tests' threaded mode (tests/_grid.py) runs every program in a thread of
+its own, and so tests multi-program grids on the CPU.
 
 Accumulation is fp32 (fp64 for fp64 tensors), like the step kernels; so are c and the saved activations.
 """
