@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 
-from fusedrnn import launch
+from fusedrnn import launch, settings
 from fusedrnn.autotune import cache, cli, harness, keys, presets, runtime, spaces, tuner
 from fusedrnn.autotune.cache import CacheWarning
 from fusedrnn.autotune.spaces import INTERPRETER, KNOWN_GPUS, Problem, StepConfig
@@ -520,6 +520,7 @@ def test_cli_tunes_writes_each_key_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
     monkeypatch.setattr(cli, "device_limits", lambda device: H100)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(settings, "_interpreting", False)  # read once per process: the CLI asks fusedrnn.settings
     calls = []
 
     def tune(problem, device, **kwargs):
