@@ -30,10 +30,10 @@ case $step in
     # Two runs under timeouts that fit one 10-minute call with the install; each writes a JUnit report, and
     # bench/verdict.py prints one verdict per file (passed, FAILED, skipped; TIMED OUT where a run was killed).
     rm -f "$out"/junit-*.xml
-    timeout 200 python3 -m pytest -q -rs -n 4 tests/test_persistent.py tests/test_devices.py \
+    timeout 200 python3 -m pytest -q -rs -n 4 tests/test_persistent.py \
       --junitxml="$out/junit-persistent.xml" 2>&1 | tail -n 150 | tee "$out/tests-persistent.log"
     timeout 330 python3 -m pytest -q -rs -n 8 tests --ignore=tests/test_persistent.py \
-      --ignore=tests/test_devices.py --junitxml="$out/junit-rest.xml" 2>&1 | tail -n 300 | tee "$out/tests.log"
+      --junitxml="$out/junit-rest.xml" 2>&1 | tail -n 300 | tee "$out/tests.log"
     python3 -m bench.verdict "$out/junit-persistent.xml" "$out/junit-rest.xml" | tee "$out/verdict.txt"
     ;;
   bench)
