@@ -35,10 +35,12 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from .cells import CELLS
+
 __all__ = ["run", "autocast_dtypes"]
 
-MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-_FNS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
+MODES = tuple(CELLS)
+_FNS = {name: getattr(torch, name) for name in MODES}  # torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu
 
 
 def autocast_dtypes(cell: str, device_type: str, low: torch.dtype, state_dtype: torch.dtype, *, packed: bool = False,
@@ -65,7 +67,7 @@ def _call(mode: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Tens
           has_biases: bool, num_layers: int, dropout: float, train: bool, bidirectional: bool,
           batch_first: bool) -> tuple[Tensor, list[Tensor]]:
     """torch's RNN, dense or packed. Returns (output, [h_n] or [h_n, c_n])."""
-    h = tuple(hx) if mode == "lstm" else hx[0]
+    h = tuple(hx) if CELLS[mode].has_c else hx[0]
     if batch_sizes is not None:
         res = _FNS[mode](input, batch_sizes, h, list(weights), has_biases, num_layers, dropout, train, bidirectional)
     else:

@@ -29,11 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import aten, dispatch, ops
-from .launch import SUPPORTED_DTYPES
+from .cells import CELLS
+from .dispatch import SUPPORTED_DTYPES
 
 __all__ = ["fused_lstm", "fused_gru", "fused_rnn", "fused_lstm_cell", "fused_gru_cell", "fused_rnn_cell"]
-
-GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
 def _check_devices(input: Tensor, hx: Sequence[Tensor], weights: Sequence[Tensor]) -> None:
@@ -69,7 +68,7 @@ def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Ten
     steps = len(batch_sizes) if packed else input.size(1 if batch_first else 0)
     if steps == 0:
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-    gates = GATES[cell]
+    gates = CELLS[cell].gates
     hidden = weights[1].shape[0] // gates
     width = proj_size or hidden
     batch = int(batch_sizes[0]) if packed else input.size(0 if batch_first else 1)
@@ -202,7 +201,7 @@ def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequenc
 def _single_state(cell: str, input, hx, weights, bias, num_layers, dropout, training, bidirectional, batch_first,
                   batch_sizes):
     if hx is None:
-        hx = _zeros_hx(input, weights, GATES[cell], num_layers, bidirectional, batch_first, batch_sizes)
+        hx = _zeros_hx(input, weights, CELLS[cell].gates, num_layers, bidirectional, batch_first, batch_sizes)
     input, (hx,), weights, amp = _autocast(cell, input, [hx], weights)
     _check(cell, input, [hx], weights, num_layers, bias, bidirectional, batch_first, dropout, 0, batch_sizes)
     if dispatch.select(input.device) == "aten":
@@ -276,19 +275,20 @@ def _cell(cell: str, input: Tensor, hx: list[Tensor], w_ih, w_hh, b_ih, b_hh):
     biases = [b for b in (b_ih, b_hh) if b is not None]
     _check_cell(input, hx, w_ih, w_hh, biases)
     if dispatch.select(input.device) == "aten":
-        if cell == "lstm":
-            return list(torch.lstm_cell(input, tuple(hx), w_ih, w_hh, b_ih, b_hh))
-        fn = {"gru": torch.gru_cell, "rnn_tanh": torch.rnn_tanh_cell, "rnn_relu": torch.rnn_relu_cell}[cell]
+        fn = getattr(torch, f"{cell}_cell")  # torch.lstm_cell, gru_cell, rnn_tanh_cell, rnn_relu_cell
+        if CELLS[cell].has_c:
+            return list(fn(input, tuple(hx), w_ih, w_hh, b_ih, b_hh))
         return [fn(input, hx[0], w_ih, w_hh, b_ih, b_hh)]
     if input.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"fusedrnn supports {', '.join(str(d) for d in SUPPORTED_DTYPES)} tensors, "
                         f"got {input.dtype}")
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (input, *hx, w_ih, w_hh, *biases))
     with _no_autocast(amp):
-        h, c, _ = ops.STEP_OPS[cell](input, hx[0], hx[1] if cell == "lstm" else None, w_ih, w_hh, b_ih, b_hh, save)
+        h, c, _ = ops.STEP_OPS[cell](input, hx[0], hx[1] if CELLS[cell].has_c else None, w_ih, w_hh, b_ih, b_hh,
+                                     save)
     if amp:
         h, c = h.to(amp[1]), c.to(amp[2])
-    return [h, c] if cell == "lstm" else [h]
+    return [h, c] if CELLS[cell].has_c else [h]
 
 
 def fused_lstm_cell(input: Tensor, hx: tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 
 from . import launch, reference
+from .cells import CELLS
+from .dispatch import acc_dtype
 
 LAYER_OPS: dict = {}
 STEP_OPS: dict = {}
@@ -41,8 +43,8 @@ def _grads(outputs, inputs, grad_outputs):
 
 
 def _define_layer(cell: str):
-    spec = launch.CELLS[cell]
-    is_lstm = cell == "lstm"
+    spec = CELLS[cell]
+    is_lstm = spec.has_c
 
     def layer(x: Tensor, h0: Tensor, c0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
               b_hh: Optional[Tensor], w_hr: Optional[Tensor], batch_sizes: Optional[list[int]], reverse: bool,
@@ -52,7 +54,7 @@ def _define_layer(cell: str):
     def layer_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, save):
         H, P = w_hh.shape[0] // spec.gates, w_hh.shape[1]
         B = h0.shape[0]
-        acc = launch.acc_dtype(x.dtype)
+        acc = acc_dtype(x.dtype)
         lead = (x.shape[0],) if batch_sizes is not None else tuple(x.shape[:2])
         T = len(batch_sizes) if batch_sizes is not None else x.shape[0]
         return (x.new_empty((*lead, P)), x.new_empty((B, P)), x.new_empty((B, H) if is_lstm else (0,)),
@@ -112,8 +114,8 @@ def _define_layer(cell: str):
 
 
 def _define_step(cell: str):
-    spec = launch.CELLS[cell]
-    is_lstm = cell == "lstm"
+    spec = CELLS[cell]
+    is_lstm = spec.has_c
 
     def step(x: Tensor, h: Tensor, c: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
              b_hh: Optional[Tensor], save: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -121,7 +123,7 @@ def _define_step(cell: str):
 
     def step_fake(x, h, c, w_ih, w_hh, b_ih, b_hh, save):
         B, H = h.shape
-        acc = launch.acc_dtype(x.dtype)
+        acc = acc_dtype(x.dtype)
         return (h.new_empty((B, H)), h.new_empty((B, H) if is_lstm else (0,)),
                 h.new_empty((B, spec.saved * H) if save else (0,), dtype=acc))
 
@@ -168,6 +170,6 @@ def _define_step(cell: str):
     STEP_OPS[cell] = fwd_op
 
 
-for _cell in launch.CELLS:
+for _cell in CELLS:
     _define_layer(_cell)
     _define_step(_cell)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .cells import CELLS
+
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
@@ -32,14 +34,20 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
     return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
+#: cell name (``fusedrnn.cells.CELLS``) -> one step (x, h, c, w_ih, w_hh, b_ih, b_hh) -> (h', c' or None).
+STEPS = {
+    "lstm": lambda x, h, c, *w: lstm_cell(x, h, c, *w),
+    "gru": lambda x, h, c, *w: (gru_cell(x, h, *w), None),
+    "rnn_tanh": lambda x, h, c, *w: (rnn_cell(x, h, *w, nonlinearity="tanh"), None),
+    "rnn_relu": lambda x, h, c, *w: (rnn_cell(x, h, *w, nonlinearity="relu"), None),
+}
+assert set(STEPS) == set(CELLS), "every cell of the table has a reference step"
+
+
 def step(cell: str, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
-    """One step of ``cell`` ("lstm", "gru", "rnn_tanh", "rnn_relu"): x [B, I], h [B, H], c [B, H] or None.
-    Returns (h', c' or None)."""
-    if cell == "lstm":
-        return lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    if cell == "gru":
-        return gru_cell(x, h, w_ih, w_hh, b_ih, b_hh), None
-    return rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, cell[len("rnn_"):]), None
+    """One step of ``cell`` (a name of ``fusedrnn.cells.CELLS``): x [B, I], h [B, H], c [B, H] (cells with a cell
+    state) or None. Returns (h', c' or None)."""
+    return STEPS[cell](x, h, c, w_ih, w_hh, b_ih, b_hh)
 
 
 def recurrence(cell: str, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None, reverse=False):
