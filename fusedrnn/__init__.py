@@ -44,7 +44,7 @@ def _map_source_subpackages() -> None:
 _map_source_subpackages()
 
 from .convert import convert, revert  # noqa: E402
-from .dispatch import get_backend, get_kernel, set_backend, set_kernel, use_backend, use_kernel  # noqa: E402
+from .settings import get_backend, get_kernel, set_backend, set_kernel, use_backend, use_kernel  # noqa: E402
 from .functional import fused_gru, fused_gru_cell, fused_lstm, fused_lstm_cell, fused_rnn, fused_rnn_cell  # noqa: E402
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, is_fused  # noqa: E402
 

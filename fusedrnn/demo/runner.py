@@ -15,7 +15,7 @@ from typing import Protocol, Sequence
 
 import torch
 
-from .. import dispatch
+from .. import settings
 from .tasks import TASKS
 from .train import RunResult, TrainConfig, run
 
@@ -58,7 +58,7 @@ def _run_job(job: tuple[str, int, str], cfg: TrainConfig, device: str, report) -
 def _init_worker(q, backend: str, threads: int) -> None:
     global _worker_queue
     _worker_queue = q
-    dispatch.set_backend(backend)
+    settings.set_backend(backend)
     torch.set_num_threads(threads)
 
 
@@ -102,7 +102,7 @@ def run_all(tasks: Sequence[str], cells: Sequence[str], lengths: Sequence[int], 
             pass
 
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                             initargs=(q, dispatch.get_backend(), torch.get_num_threads())) as pool:
+                             initargs=(q, settings.get_backend(), torch.get_num_threads())) as pool:
         futures = [pool.submit(_worker_job, job, cfg, device) for job in jobs]
         pending = set(futures)
         while pending:
