@@ -1,136 +1,32 @@
-"""Launchers of the step kernels: allocate, build the grid, walk the sequence, launch.
+"""Launchers of the kernels: allocate, walk the sequence, build each launch's arguments, launch.
 
 Legend: T time, B batch, N packed rows, I input size, H hidden, P width of h (proj_size, else H), G gates,
 NS saved activations per hidden unit. All tensors belong to ONE layer and ONE direction. A sequence is dense
 (``[T, B, .]``, any strides with a unit last stride) or packed (``[N, .]``, rows of step t at offsets[t], as in
 a PackedSequence). Loops index "steps" in processing order; ``Schedule.time(step)`` is the timestep.
+
+Nothing here decides: the kernel, its cooperative plan and grid, input fusion, the configurations and the dot
+settings all come from ``fusedrnn.dispatch``. Nothing here starts a kernel itself: every launch is
+``fusedrnn.calls.launch(name, grid, **arguments)``, by the kernels' parameter names, and each kernel family's
+arguments are built in one place: ``_step_fwd`` / ``_step_bwd`` (one timestep: the sequence launchers' loops and
+the Cell API) and ``_persistent_fwd`` / ``_persistent_bwd`` (a whole sequence, launched by ``_persistent``:
+batch-tiled, or cooperative, resident or streamed, with the batch-tiled fallback).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import os
 import warnings
-from collections import Counter
-from dataclasses import dataclass
 
 import torch
 import triton
 
-from fusedrnn import dispatch, settings
-from fusedrnn.autotune import step_config
-from fusedrnn.autotune.spaces import coop_config, coop_grid, device_limits
-from fusedrnn.kernels import (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH, _coop_bwd_kernel, _coop_fwd_kernel,
-                              _step_bwd_kernel, _step_fwd_kernel, _tiled_bwd_kernel, _tiled_fwd_kernel)
-
-#: Kernel launches by kernel name since the process started. Tests read it to prove that the Triton path
-#: ran (a silent fallback to torch would leave it unchanged).
-launch_counts: Counter = Counter()
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    name: str
-    code: int  # CELL constexpr of the kernels
-    gates: int  # G
-    saved: int  # NS
-
-
-CELLS = {
-    "lstm": CellSpec("lstm", int(CELL_LSTM.value), 4, 4),
-    "gru": CellSpec("gru", int(CELL_GRU.value), 3, 4),
-    "rnn_tanh": CellSpec("rnn_tanh", int(CELL_RNN_TANH.value), 1, 1),
-    "rnn_relu": CellSpec("rnn_relu", int(CELL_RNN_RELU.value), 1, 1),
-}
-
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulator and cell-state dtype: fp64 for fp64 tensors, fp32 otherwise."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _dot_settings(dtype: torch.dtype, device: torch.device) -> dict:
-    if device.type != "cuda":
-        # Under the interpreter tl.dot on bf16 is wrong (triton issue 11584): feed it accumulator-dtype
-        # operands there, and only there, so compiled kernels keep their fp16/bf16 tensor-core dots.
-        return {"UPCAST_DOT": True, "DOT_PRECISION": "ieee"}
-    if dtype == torch.float32:
-        precision = "tf32" if settings.tf32() else "ieee"
-    elif dtype == torch.float64:
-        precision = "ieee"
-    else:
-        precision = "tf32"  # ignored for fp16/bf16 operands; the compiler's default
-    return {"UPCAST_DOT": False, "DOT_PRECISION": precision}
-
-
-def _config(kernel: str, cell: str, H: int, K: int, B: int, dtype: torch.dtype, device: torch.device, I: int = 0):
-    """Launch configuration of a step kernel (K: width of its recurrent matmul; I: input width when the input
-    projection is fused into it, else 0): tuned cache, shipped table or heuristic (fusedrnn.autotune)."""
-    return step_config(kernel, cell, dtype, device, H, K, B, I)
-
-
-# ---- which kernel runs a sequence ------------------------------------------------------------------------------
-
-#: At and above this length the default is a persistent kernel: launches per layer and direction stop growing
-#: with T (the batch-tiled kernel where the cooperative one cannot run).
-PERSISTENT_MIN_T = 256
-#: From this length on a GPU the cooperative kernel is the default wherever it can run.
-COOP_MIN_T = 32
-def coop_plan(cell: str, dtype: torch.dtype, device: torch.device, H: int, B: int, limits=None):
-    """(StepConfig, None) if the cooperative kernel can run this layer with all programs resident at once, else
-    (None, reason): ``autotune.spaces.coop_config`` for the device's limits (``limits`` overrides them, for
-    tools that plan for a GPU they do not have). One program per SM is resident whenever it fits an SM at all
-    and no other work holds SMs; the launch is cooperative, so where not all programs can start at once the
-    driver refuses it and the launcher falls back: the grid barrier cannot deadlock. Under MPS with a
-    thread percentage below 100 the number of usable SMs is unknown: refused."""
-    if device.type == "cuda":
-        mps = os.environ.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "").strip()
-        if mps and mps != "100":
-            return None, f"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE={mps}: the SMs available to this process are unknown"
-        limits = limits or device_limits(device)
-    return coop_config(CELLS[cell].gates, dtype.itemsize, H, B, limits if device.type == "cuda" else None)
-
-
-def choose_kernel(cell: str, dtype: torch.dtype, device: torch.device, T: int, B: int, H: int, proj: bool,
-                  limits=None) -> str:
-    """The kernel that runs a layer's sequence: "step", "tiled" or "cooperative" (``_choose``)."""
-    return _choose(cell, dtype, device, T, B, H, proj, limits)[0]
-
-
-def _choose(cell, dtype, device, T, B, H, proj, limits=None):
-    """(kernel, cooperative plan or None) of a layer's sequence.
-
-    A forced choice (``fusedrnn.use_kernel``) wins; persistent kernels have no projection (an error when forced);
-    a forced cooperative kernel that ``coop_plan`` refuses runs batch-tiled, with a warning.
-    ``auto`` (provisional, to be tuned by the benchmarks on GPUs):
-      - projections (proj_size) and single steps (T = 1): step;
-      - GPU: cooperative when T >= COOP_MIN_T and ``coop_plan`` accepts the shape; else batch-tiled when
-        T >= PERSISTENT_MIN_T; else step;
-      - interpreter: batch-tiled when T >= PERSISTENT_MIN_T, else step.
-    """
-    forced = dispatch.get_kernel()
-    if forced != "auto":
-        if forced != "step" and proj:
-            raise ValueError(f"fusedrnn: the {forced!r} kernel has no LSTM projection (proj_size > 0); use the "
-                             f"'step' or 'auto' kernel for this layer")
-        if forced != "cooperative":
-            return forced, None
-        plan, why = coop_plan(cell, dtype, device, H, B, limits)
-        if plan is None:
-            warnings.warn(f"fusedrnn: the cooperative kernel cannot run this layer ({why}); running the "
-                          f"batch-tiled persistent kernel instead.", RuntimeWarning, stacklevel=4)
-            return "tiled", None
-        return "cooperative", plan
-    if proj or T <= 1:
-        return "step", None
-    if device.type == "cuda" and T >= COOP_MIN_T:
-        plan = coop_plan(cell, dtype, device, H, B, limits)[0]
-        if plan is not None:
-            return "cooperative", plan
-    return ("tiled" if T >= PERSISTENT_MIN_T else "step"), None
+from fusedrnn import dispatch
+from fusedrnn.calls import launch, launch_counts  # noqa: F401 - launch_counts: read by tests and tools here
+from fusedrnn.cells import CELLS
+from fusedrnn.dispatch import acc_dtype
+from fusedrnn.schedule import Schedule, sources  # noqa: F401 - Schedule: patched by tests here
 
 
 def _on_tensors_device(fn):
@@ -149,126 +45,8 @@ def _on_tensors_device(fn):
     return guarded
 
 
-def _capturing(device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-
-
 def _unit_last_stride(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
-
-
-class Schedule:
-    """Time layout of one direction: which rows run at each step, and where they lie.
-
-    Dense (``batch_sizes`` None): T steps of B rows, tensors ``[T, B, w]``. Packed: ``batch_sizes[t]`` rows at
-    step t (non-increasing, as in a PackedSequence), tensors ``[N, w]`` with the rows of step t at
-    ``offsets[t]``. Row b of every step is sequence b. Reverse walks t = T-1 .. 0, so each packed sequence
-    starts at its own last element.
-    """
-
-    def __init__(self, T: int, B: int, batch_sizes: list[int] | None, reverse: bool):
-        self.T, self.B, self.reverse = T, B, reverse
-        self.packed = batch_sizes is not None
-        self.sizes = list(batch_sizes) if self.packed else [B] * T
-        self.offsets = [0] * T
-        for t in range(1, T):
-            self.offsets[t] = self.offsets[t - 1] + self.sizes[t - 1]
-
-    def time(self, step: int) -> int:
-        return self.T - 1 - step if self.reverse else step
-
-    def batch(self, step: int) -> int:
-        """Rows that run at ``step`` (0 outside the sequence)."""
-        return self.sizes[self.time(step)] if 0 <= step < self.T else 0
-
-    def rows(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """[rows, w] view of the rows of ``x`` (dense [T, B, w] or packed [N, w]) at ``step``."""
-        t = self.time(step)
-        return x[self.offsets[t]:self.offsets[t] + self.sizes[t]] if self.packed else x[t]
-
-    def alloc(self, width: int, dtype, device) -> torch.Tensor:
-        shape = (self.offsets[-1] + self.sizes[-1], width) if self.packed else (self.T, self.B, width)
-        return torch.empty(shape, dtype=dtype, device=device)
-
-    def flat(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.packed else x.reshape(-1, x.shape[-1])
-
-    def strides(self, x: torch.Tensor) -> tuple:
-        """(time stride, row stride) of a sequence tensor as the persistent kernels address it: a dense step
-        t starts at t * time stride, a packed one at offsets[t] * row stride (time stride 0)."""
-        return (0, x.stride(0)) if self.packed else (x.stride(0), x.stride(1))
-
-    def _table(self, values: list, device) -> torch.Tensor:
-        """``values`` (the packed layout, host lists) as an int64 tensor on ``device``: the only host-to-device copy
-        of a launch, made for packed input only. It cannot be captured in a CUDA graph (a graph would replay the
-        copy from a host buffer freed after the call), so under capture it is refused with a clear error; dense
-        input copies nothing from the host and never synchronizes, and captures."""
-        if _capturing(device):
-            raise RuntimeError("fusedrnn: packed input (a PackedSequence, or batch_sizes) cannot be captured in a "
-                               "CUDA graph: its step layout is copied from the host at every call. Capture padded "
-                               "(dense) input, or run packed input outside the graph.")
-        return torch.tensor(values, dtype=torch.int64).to(device)
-
-    def tables(self, device) -> tuple:
-        """(sizes, offsets) as int64 device tensors for the persistent kernels (packed; else placeholders)."""
-        if not self.packed:
-            empty = torch.empty(1, dtype=torch.int64, device=device)
-            return empty, empty
-        both = self._table([self.sizes, self.offsets], device)
-        return both[0], both[1]
-
-    def _index(self, device):
-        """Per sequence b: its last and first step (processing order); per row: the row holding h_{t-1}
-        (an index into ``cat([flat(y), h0])``)."""
-        sizes = self._table(self.sizes, device)
-        lengths = (sizes[None, :] > torch.arange(self.B, device=device)[:, None]).sum(1)
-        if self.reverse:
-            last_step = torch.full_like(lengths, self.T - 1)
-            first_step = self.T - lengths
-        else:
-            last_step, first_step = lengths - 1, torch.zeros_like(lengths)
-        return last_step, first_step
-
-    def per_sequence(self, x: torch.Tensor, which: str) -> torch.Tensor:
-        """[B, w]: for every sequence, its row of ``x`` at its last (``which="last"``) or first step."""
-        if not self.packed:
-            return x[self.time(self.T - 1 if which == "last" else 0)]
-        last_step, first_step = self._index(x.device)
-        step = last_step if which == "last" else first_step
-        t = self.T - 1 - step if self.reverse else step
-        offsets = self._table(self.offsets, x.device)
-        return x[offsets[t] + torch.arange(self.B, device=x.device)]
-
-    def last_step(self, device) -> torch.Tensor:
-        """[B] the step (processing order) at which each sequence ends."""
-        if not self.packed:  # nothing of size T
-            return torch.full((self.B, ), self.T - 1, dtype=torch.int64, device=device)
-        return self._index(device)[0]
-
-    def previous_rows(self, y: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        """[N, P] (packed): h_{t-1} of every row, from the previous step's output or, for a sequence's first
-        step, from h0."""
-        device = y.device
-        sizes = self._table(self.sizes, device)
-        offsets = self._table(self.offsets, device)
-        t = torch.repeat_interleave(torch.arange(self.T, device=device), sizes)
-        b = torch.arange(t.numel(), device=device) - offsets[t]
-        tp = t + 1 if self.reverse else t - 1
-        valid = (tp >= 0) & (tp < self.T)
-        valid &= b < sizes[tp.clamp(0, self.T - 1)]
-        index = torch.where(valid, offsets[tp.clamp(0, self.T - 1)] + b, y.shape[0] + b)
-        return torch.cat([y, h0])[index]
-
-
-def _sources(sched: Schedule, step: int, buf: torch.Tensor, init: torch.Tensor):
-    """(tensor holding rows < split, tensor holding rows >= split, split, two_sources) for the state that
-    ``step`` reads: rows that ran the previous step read ``buf`` (their last output), others ``init``."""
-    b_prev, b_now = sched.batch(step - 1), sched.batch(step)
-    if b_prev == 0:
-        return init, init, 0, False
-    if b_prev >= b_now:
-        return buf, buf, b_now, False
-    return buf, init, b_prev, True
 
 
 @_on_tensors_device
@@ -288,7 +66,8 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
         saved  [T, B, NS*H] / [N, NS*H] activations by timestep (accumulator dtype), with ``save``;
         cs     [T+1, B, H] cell states by step, cs[s+1] after step s (accumulator dtype), LSTM with ``save``;
         hr     h before the projection, like y but [., H], with a projection and ``save``.
-    The input projection is one GEMM over all steps; a single step fuses it into the kernel (one launch).
+    The input projection is one GEMM over all steps, unless the plan fuses it into the kernel (single steps, and
+    persistent kernels without ``save``).
     """
     spec = CELLS[cell]
     T = len(batch_sizes) if batch_sizes is not None else x.shape[0]
@@ -296,66 +75,46 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
     H = w_hh.shape[0] // spec.gates
     P = w_hh.shape[1]
     dtype, device, acc = x.dtype, x.device, acc_dtype(x.dtype)
-    is_lstm = spec.code == CELLS["lstm"].code
     sched = Schedule(T, B, batch_sizes, reverse)
 
     def empty():  # distinct placeholders: custom-op outputs may not alias each other
         return torch.empty(0, dtype=acc, device=device)
 
-    kernel, plan = _choose(cell, dtype, device, T, B, H, w_hr is not None) if B > 0 and H > 0 else ("step", None)
-    # Single steps fuse the input projection (one launch); so do persistent kernels without grad, so that
-    # inference allocates nothing of size T beyond its input and output (no [T, B, G*H] pre-activations).
-    fuse_input = T == 1 or (kernel != "step" and not save)
+    plan = dispatch.plan_layer(cell, dtype, device, T, B, H, w_hr is not None, save)
     x = _unit_last_stride(x)
-    xp = x if fuse_input else torch.nn.functional.linear(x, w_ih, b_ih)
+    xp = x if plan.fuse_input else torch.nn.functional.linear(x, w_ih, b_ih)
     h0 = h0.contiguous()
-    c0 = c0.contiguous() if is_lstm else None
+    c0 = c0.contiguous() if spec.has_c else None
     y = sched.alloc(P, dtype, device)
     hr = None
     if w_hr is not None:
         hr = sched.alloc(H, dtype, device) if save else torch.empty((2, B, H), dtype=dtype, device=device)
-    cs = torch.empty((T + 1 if save else 2, B, H), dtype=acc, device=device) if is_lstm else empty()
+    cs = torch.empty((T + 1 if save else 2, B, H), dtype=acc, device=device) if spec.has_c else empty()
     saved = sched.alloc(spec.saved * H, acc, device) if save else empty()
 
-    if B > 0 and H > 0 and kernel != "step":
-        _persistent_fwd(kernel, plan, spec, sched, xp, fuse_input, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved,
-                        save)
+    if B > 0 and H > 0 and plan.kernel != "step":
+        _persistent_fwd(plan, spec, sched, xp, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save)
     elif B > 0 and H > 0:
-        cfg = _config("step_fwd", cell, H, P, B, dtype, device, x.shape[-1] if fuse_input else 0)
+        cfg = dispatch.config("step_fwd", cell, H, P, B, dtype, device, x.shape[-1] if plan.fuse_input else 0)
         for step in range(T):
             rows = sched.batch(step)
-            h_src, h_init, split, two = _sources(sched, step, sched.rows(y, step - 1) if step else h0, h0)
-            if is_lstm:
+            h_src, h_init, split, two = sources(sched, step, sched.rows(y, step - 1) if step else h0, h0)
+            if spec.has_c:
                 c_prev, c_out = (cs[step], cs[step + 1]) if save else (cs[step % 2], cs[(step + 1) % 2])
-                c_src, c_init, _, _ = _sources(sched, step, c_prev, c0)
+                c_src, c_init, _, _ = sources(sched, step, c_prev, c0)
             else:
                 c_src = c_init = c_out = cs
-            x_t = sched.rows(xp, step)
             h_out = sched.rows(y, step) if hr is None else (sched.rows(hr, step) if save else hr[step % 2][:rows])
-            _step_fwd_kernel[(triton.cdiv(rows, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))](
-                x_t, x_t.stride(0),
-                w_ih, w_ih.stride(0), w_ih.stride(1),
-                b_ih if b_ih is not None else w_ih,
-                h_src, h_src.stride(0), h_init, h_init.stride(0),
-                c_src, c_src.stride(0) if is_lstm else 0, c_init, c_init.stride(0) if is_lstm else 0,
-                w_hh, w_hh.stride(0), w_hh.stride(1),
-                b_hh if b_hh is not None else w_hh,
-                h_out, h_out.stride(0),
-                c_out,
-                sched.rows(saved, step) if save else saved,
-                rows, split, H, P, x.shape[-1],
-                CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
-                FUSE_INPUT=fuse_input, TWO_SOURCES=two,
-                **cfg.launch_options(), **_dot_settings(dtype, device),
-            )
-            launch_counts["step_fwd"] += 1
+            _step_fwd(cfg, spec, sched.rows(xp, step), w_ih, b_ih, h_src, h_init, c_src, c_init, w_hh, b_hh, h_out,
+                      c_out, sched.rows(saved, step) if save else saved, B=rows, B_prev=split, I=x.shape[-1],
+                      save=save, fuse_input=plan.fuse_input, two_sources=two)
             if hr is not None:
                 torch.mm(h_out, w_hr.t(), out=sched.rows(y, step))
     elif H == 0 and B > 0:
         y.zero_()  # an empty hidden state: outputs have no features, projections give zeros
 
     h_n = sched.per_sequence(y, "last").clone() if B > 0 else h0.new_empty((0, P))
-    if is_lstm:
+    if spec.has_c:
         last = sched.last_step(device) + 1
         c_n = cs[last if save else last % 2, torch.arange(B, device=device)].to(dtype, copy=True)
         if H == 0 or B == 0:
@@ -384,8 +143,6 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     P = w_hh.shape[1]
     GH = spec.gates * H
     dtype, device, acc = y.dtype, y.device, acc_dtype(y.dtype)
-    is_lstm = spec.code == CELLS["lstm"].code
-    split_dx = spec.code == CELLS["gru"].code
     proj = w_hr is not None
     sched = Schedule(T, B, batch_sizes, reverse)
 
@@ -394,21 +151,21 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
 
     dy = _unit_last_stride(dy)
     h0 = h0.contiguous()
-    c0 = c0.contiguous() if is_lstm else None
+    c0 = c0.contiguous() if spec.has_c else None
     dhp = sched.alloc(GH, dtype, device)
-    dxp = sched.alloc(GH, dtype, device) if split_dx else dhp
+    dxp = sched.alloc(GH, dtype, device) if spec.split_dx else dhp
     carry_h = torch.zeros((B, H), dtype=acc, device=device) if proj else dh_n.to(acc, copy=True).contiguous()
-    carry_c = dc_n.to(acc, copy=True).contiguous() if is_lstm else torch.empty(0, dtype=acc, device=device)
+    carry_c = dc_n.to(acc, copy=True).contiguous() if spec.has_c else torch.empty(0, dtype=acc, device=device)
     if proj:
         carry_p = dh_n.to(acc, copy=True)  # dL/dh_n through the projection, consumed at each row's last step
         dyp = sched.alloc(P, dtype, device)  # dL/d(projected h_t), for dW_hr
         w_hr_acc = w_hr.to(acc)
 
-    kernel, plan = _choose(cell, dtype, device, T, B, H, proj) if B > 0 and H > 0 else ("step", None)
-    if B > 0 and H > 0 and kernel != "step":
-        _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp)
+    plan = dispatch.plan_layer(cell, dtype, device, T, B, H, proj, True)
+    if B > 0 and H > 0 and plan.kernel != "step":
+        _persistent_bwd(plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp)
     elif B > 0 and H > 0:
-        cfg = _config("step_bwd", cell, H, GH, B, dtype, device)
+        cfg = dispatch.config("step_bwd", cell, H, GH, B, dtype, device)
         for step in reversed(range(T)):
             rows, rows_next = sched.batch(step), sched.batch(step + 1)
             if proj:
@@ -421,29 +178,16 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
                 dy_t, has_next = d @ w_hr_acc, False
             else:
                 dy_t, has_next = sched.rows(dy, step), rows_next > 0
-            dhp_next = sched.rows(dhp, step + 1) if has_next else dhp
-            h_src, h_init, split, two = _sources(sched, step, sched.rows(y, step - 1) if step else h0, h0)
-            if is_lstm:
-                c_src, c_init, _, _ = _sources(sched, step, cs[step], c0)
+            h_src, h_init, split, two = sources(sched, step, sched.rows(y, step - 1) if step else h0, h0)
+            if spec.has_c:
+                c_src, c_init, _, _ = sources(sched, step, cs[step], c0)
                 c_t = cs[step + 1]
             else:
                 c_src = c_init = c_t = carry_c
-            dhp_t, dxp_t = sched.rows(dhp, step), sched.rows(dxp, step)
-            _step_bwd_kernel[(triton.cdiv(rows, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))](
-                dhp_next, dhp_next.stride(0) if has_next else 0,
-                w_hh, w_hh.stride(0), w_hh.stride(1),
-                dy_t, dy_t.stride(0),
-                carry_h, carry_c,
-                sched.rows(saved, step),
-                c_t, c_src, c_src.stride(0) if is_lstm else 0, c_init, c_init.stride(0) if is_lstm else 0,
-                h_src, h_src.stride(0), h_init, h_init.stride(0),
-                dhp_t, dhp_t.stride(0),
-                dxp_t, dxp_t.stride(0),
-                rows, rows_next, split, H, P,
-                CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_NEXT=has_next, SPLIT_DX=split_dx,
-                TWO_SOURCES=two, **cfg.launch_options(), **_dot_settings(dtype, device),
-            )
-            launch_counts["step_bwd"] += 1
+            _step_bwd(cfg, spec, sched.rows(dhp, step + 1) if has_next else dhp, w_hh, dy_t, carry_h, carry_c,
+                      sched.rows(saved, step), c_t, c_src, c_init, h_src, h_init, sched.rows(dhp, step),
+                      sched.rows(dxp, step), B=rows, B_next=rows_next, B_prev=split, has_next=has_next,
+                      two_sources=two)
     elif B > 0:  # H == 0: no gates, no gradient through the recurrence
         dhp.zero_()
         dxp.zero_()
@@ -454,7 +198,7 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     # consumed (zeroed) at each sequence's last step.
     carry = carry_p if proj else carry_h
     dh0 = (carry + (sched.per_sequence(dhp, "first") @ w_hh).to(acc)).to(dtype) if B > 0 else carry.to(dtype)
-    dc0 = carry_c.to(dtype) if is_lstm else none()
+    dc0 = carry_c.to(dtype) if spec.has_c else none()
     # dW_hh = sum over rows of dHp^T h_{t-1}.
     if sched.packed:
         dw_hh = sched.flat(dhp).t() @ sched.previous_rows(y, h0)
@@ -471,76 +215,116 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
-def _launch_persistent(kernel, plan, fns, names, tiled_config, B, H, device, args, n_sizes, coop_kwargs, consts):
-    """One launch of a persistent kernel: cooperative (``plan``: resident ``fns[1]`` or streamed ``fns[0]`` on a
-    cooperative grid, with fresh barrier counters) when chosen and it fits the GPU, else batch-tiled (``fns[0]``
-    with the StepConfig ``tiled_config()`` returns, looked up only when it runs). ``args``: the kernel's arguments
-    up to the barrier counters, which go before the last ``n_sizes`` of them. A cooperative launch that cannot be
-    resident falls back, with a warning: a program that does not fit an SM (OutOfResources, raised before the
-    launch), or a grid the driver will not start all at once (the cooperative launch attribute: "too many blocks
-    in cooperative launch"; nothing ran)."""
-    tiled_fn, coop_fn = fns
-    if kernel == "cooperative":
-        sms = device_limits(device).sms if device.type == "cuda" else 1
-        grid = coop_grid(plan, H, B, sms)
-        bar = torch.zeros(grid[1], dtype=torch.int32, device=device)
-        streamed = plan.variant == "streamed"
+# ---- the arguments of each kernel family ------------------------------------------------------------------------
+
+
+def _or(tensor, placeholder):
+    """``tensor``, or for an absent one (a bias) any tensor of the kernel's pointer type: the kernel never reads it."""
+    return tensor if tensor is not None else placeholder
+
+
+def _rows_stride(t: torch.Tensor, used: bool) -> int:
+    """Row stride of a [rows, .] state tensor the kernel reads (``used``), else 0 (a placeholder, never read)."""
+    return t.stride(0) if used else 0
+
+
+def _step_fwd(cfg, spec, x, w_ih, b_ih, h_prev, h0, c_prev, c0, w_hh, b_hh, h, c, save_t, *, B: int, B_prev: int,
+              I: int, save: bool, fuse_input: bool, two_sources: bool):  # noqa: E741
+    """One launch of ``_step_fwd_kernel`` (``kernels/step.py``, whose parameters these are) with the configuration
+    ``cfg``: x [B, G*H] pre-activations or [B, I] inputs (``fuse_input``); h_prev / c_prev the state rows < B_prev
+    and h0 / c0 the others (``two_sources``); outputs h, c [B, H] and, with ``save``, save_t [B, NS*H]."""
+    H = w_hh.shape[0] // spec.gates
+    launch("step_fwd", (triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H)),
+           p_x=x, s_x=x.stride(0), p_wih=w_ih, s_wir=w_ih.stride(0), s_wic=w_ih.stride(1), p_bih=_or(b_ih, w_ih),
+           p_h_prev=h_prev, s_hp=h_prev.stride(0), p_h0=h0, s_h0=h0.stride(0),
+           p_c_prev=c_prev, s_cp=_rows_stride(c_prev, spec.has_c), p_c0=c0, s_c0=_rows_stride(c0, spec.has_c),
+           p_w=w_hh, s_wr=w_hh.stride(0), s_wc=w_hh.stride(1), p_bhh=_or(b_hh, w_hh), p_h=h, s_h=h.stride(0), p_c=c,
+           p_save=save_t, B=B, B_prev=B_prev, H=H, K=w_hh.shape[1], I=I,
+           HAS_BIAS=b_hh is not None, SAVE=save, FUSE_INPUT=fuse_input, TWO_SOURCES=two_sources, **spec.traits(),
+           **cfg.launch_options(), **dispatch.dot_settings(w_hh.dtype, w_hh.device))
+
+
+def _step_bwd(cfg, spec, dhp_next, w_hh, dy, carry_h, carry_c, save_t, c, c_prev, c0, h_prev, h0, dhp, dxp, *,
+              B: int, B_next: int, B_prev: int, has_next: bool, two_sources: bool):
+    """One launch of ``_step_bwd_kernel`` (``kernels/step.py``) with the configuration ``cfg``: dhp_next the next
+    step's dHp [B_next, G*H] (``has_next``), dy [B, H], the carries [B, H] (updated in place), the step's saved
+    activations, c_t, its state at t-1 as in ``_step_fwd``; outputs dhp (and, SPLIT_DX cells, dxp) [B, G*H]."""
+    H = w_hh.shape[0] // spec.gates
+    launch("step_bwd", (triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H)),
+           p_dhp_next=dhp_next, s_dn=dhp_next.stride(0) if has_next else 0,
+           p_w=w_hh, s_wr=w_hh.stride(0), s_wc=w_hh.stride(1), p_dy=dy, s_dy=dy.stride(0),
+           p_dh=carry_h, p_dc=carry_c, p_save=save_t, p_c=c,
+           p_c_prev=c_prev, s_cp=_rows_stride(c_prev, spec.has_c), p_c0=c0, s_c0=_rows_stride(c0, spec.has_c),
+           p_h_prev=h_prev, s_hp=h_prev.stride(0), p_h0=h0, s_h0=h0.stride(0),
+           p_dhp=dhp, s_dhp=dhp.stride(0), p_dxp=dxp, s_dxp=dxp.stride(0), B=B, B_next=B_next, B_prev=B_prev, H=H,
+           HAS_NEXT=has_next, TWO_SOURCES=two_sources, **spec.traits(), **cfg.launch_options(),
+           **dispatch.dot_settings(w_hh.dtype, w_hh.device))
+
+
+def _persistent_fwd(plan, spec, sched, xp, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save):
+    """The forward of ``recurrence_fwd`` in one launch (``kernels/persistent.py``, whose parameters these are);
+    ``xp`` is the input ([T, B, I], fused into the kernel) or its projection ([T, B, G*H])."""
+    H, P, I = w_hh.shape[0] // spec.gates, w_hh.shape[1], w_ih.shape[1]  # noqa: E741
+    sizes, offsets = sched.tables(y.device)
+    s_xt, s_x = sched.strides(xp)
+    s_yt, s_y = sched.strides(y)
+    args = dict(p_x=xp, s_xt=s_xt, s_x=s_x, p_wih=w_ih, s_wir=w_ih.stride(0), s_wic=w_ih.stride(1),
+                p_bih=_or(b_ih, w_ih), p_h0=h0, s_h0=h0.stride(0), p_c0=_or(c0, cs),
+                s_c0=_rows_stride(c0, spec.has_c), p_w=w_hh, s_wr=w_hh.stride(0), s_wc=w_hh.stride(1),
+                p_bhh=_or(b_hh, w_hh), p_y=y, s_yt=s_yt, s_y=s_y, p_cs=cs, p_save=saved,
+                s_svt=sched.strides(saved)[0] if save else 0, p_sizes=sizes, p_offsets=offsets,
+                T=sched.T, B=sched.B, H=H, K=P, I=I, HAS_BIAS=b_hh is not None, SAVE=save,
+                FUSE_INPUT=plan.fuse_input, PACKED=sched.packed, REVERSE=sched.reverse, **spec.traits(),
+                **dispatch.dot_settings(y.dtype, y.device))
+    _persistent("fwd", plan, args, "KP", P, lambda: dispatch.config(
+        "tiled_fwd", spec.name, H, P, sched.B, y.dtype, y.device, I if plan.fuse_input else 0))
+
+
+def _persistent_bwd(plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp):
+    """The per-step part of ``recurrence_bwd`` in one launch (gate gradients dHp/dXp; the carries are updated
+    in place to the start of the sequence)."""
+    H = w_hh.shape[0] // spec.gates
+    sizes, offsets = sched.tables(y.device)
+    (s_dyt, s_dy), (s_yt, s_y) = sched.strides(dy), sched.strides(y)
+    (s_dht, s_dhp), (s_dxt, s_dxp) = sched.strides(dhp), sched.strides(dxp)
+    args = dict(p_dy=dy, s_dyt=s_dyt, s_dy=s_dy, p_w=w_hh, s_wr=w_hh.stride(0), s_wc=w_hh.stride(1), p_dh=carry_h,
+                p_dc=carry_c, p_save=saved, s_svt=sched.strides(saved)[0], p_cs=cs, p_c0=_or(c0, carry_c),
+                s_c0=_rows_stride(c0, spec.has_c), p_y=y, s_yt=s_yt, s_y=s_y, p_h0=h0, s_h0=h0.stride(0),
+                p_dhp=dhp, s_dht=s_dht, s_dhp=s_dhp, p_dxp=dxp, s_dxt=s_dxt, s_dxp=s_dxp, p_sizes=sizes,
+                p_offsets=offsets, T=sched.T, B=sched.B, H=H, PACKED=sched.packed, REVERSE=sched.reverse,
+                **spec.traits(), **dispatch.dot_settings(y.dtype, y.device))
+    _persistent("bwd", plan, args, "HP", H, lambda: dispatch.config(
+        "tiled_bwd", spec.name, H, spec.gates * H, sched.B, y.dtype, y.device))
+
+
+def _persistent(direction: str, plan, args: dict, width_name: str, width: int, tiled_config) -> None:
+    """One launch of a persistent kernel (``direction`` "fwd" or "bwd"; ``args``: its arguments but the barrier
+    counters, RESIDENT, the reduction width and the configuration's).
+
+    Cooperative (``plan.coop``: variant "resident" or "streamed" of ``_coop_*_kernel``, with fresh barrier counters,
+    on ``dispatch.coop_launch_grid``) when planned, else batch-tiled (with the KernelConfig ``tiled_config()``
+    returns, looked up only when it runs). The resident variant's reduction width ``width_name`` (KP forward, HP
+    backward) is next_pow2(width) >= 16 (tl.dot's minimum K); the streamed one reduces in BLOCK_K blocks and gets
+    None (one compilation for every H). A cooperative launch the GPU refuses (``dispatch.cooperative_refused``)
+    falls back to the batch-tiled kernel, with a warning."""
+    B, H, device = args["B"], args["H"], args["p_y"].device
+    if plan.kernel == "cooperative":
+        coop = plan.coop
+        resident = coop.variant == "resident"
+        grid = dispatch.coop_launch_grid(coop, device, H, B)
+        bar = torch.zeros(grid[1], dtype=torch.int32, device=device)  # one counter per batch tile
+        reduction = triton.next_power_of_2(max(width, 16)) if resident else None
         try:
-            (tiled_fn if streamed else coop_fn)[grid](
-                *args[:-n_sizes], bar, *args[-n_sizes:], **plan.launch_options(),
-                **(dict(COOP=True) if streamed else coop_kwargs), **consts)
-            launch_counts[names[2] if streamed else names[1]] += 1
+            launch(f"{coop.variant}_{direction}", grid, **args, p_bar=bar, RESIDENT=resident,
+                   **{width_name: reduction}, **coop.launch_options())
             return
-        except (triton.runtime.errors.OutOfResources, RuntimeError) as e:
-            if not isinstance(e, triton.runtime.errors.OutOfResources) and "cooperative launch" not in str(e):
+        except Exception as e:  # noqa: BLE001 - only a refusal falls back (cooperative_refused); the rest raises
+            if not dispatch.cooperative_refused(e):
                 raise
             warnings.warn(f"fusedrnn: the cooperative kernel does not fit this GPU ({e}); running the batch-tiled "
                           f"persistent kernel instead.", RuntimeWarning, stacklevel=4)
-    unused_bar = args[-n_sizes - 1]  # any tensor: the batch-tiled kernel has no barrier
-    tiled_cfg = tiled_config()
-    tiled_fn[(1, triton.cdiv(B, tiled_cfg.BLOCK_B))](
-        *args[:-n_sizes], unused_bar, *args[-n_sizes:], **tiled_cfg.launch_options(), COOP=False, **consts)
-    launch_counts[names[0]] += 1
-
-
-def _persistent_fwd(kernel, plan, spec, sched, xp, fuse_input, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save):
-    """The forward of ``recurrence_fwd`` in one launch: batch-tiled or cooperative (``kernels/persistent.py``);
-    ``xp`` is the input ([T, B, I], FUSE_INPUT) or its projection ([T, B, G*H])."""
-    T, B = sched.T, sched.B
-    H, P, I = w_hh.shape[0] // spec.gates, w_hh.shape[1], w_ih.shape[1]
-    dtype, device = y.dtype, y.device
-    is_lstm = spec.code == CELLS["lstm"].code
-    sizes, offsets = sched.tables(device)
-    s_svt = sched.strides(saved)[0] if save else 0
-    args = (xp, *sched.strides(xp), w_ih, w_ih.stride(0), w_ih.stride(1), b_ih if b_ih is not None else w_ih,
-            h0, h0.stride(0), c0 if is_lstm else cs, c0.stride(0) if is_lstm else 0,
-            w_hh, w_hh.stride(0), w_hh.stride(1), b_hh if b_hh is not None else w_hh,
-            y, *sched.strides(y), cs, saved, s_svt, sizes, offsets, T, B, H, P, I)
-    consts = dict(CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
-                  FUSE_INPUT=fuse_input, PACKED=sched.packed, REVERSE=sched.reverse, **_dot_settings(dtype, device))
-    _launch_persistent(kernel, plan, (_tiled_fwd_kernel, _coop_fwd_kernel), ("tiled_fwd", "coop_fwd", "streamed_fwd"),
-                       lambda: _config("tiled_fwd", spec.name, H, P, B, dtype, device, I if fuse_input else 0),
-                       B, H, device, args, 5, dict(KP=triton.next_power_of_2(max(P, 16))), consts)
-
-
-def _persistent_bwd(kernel, plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp):
-    """The per-step part of ``recurrence_bwd`` in one launch (gate gradients dHp/dXp; the carries are updated
-    in place to the start of the sequence): batch-tiled or cooperative."""
-    T, B = sched.T, sched.B
-    H, P = w_hh.shape[0] // spec.gates, w_hh.shape[1]
-    dtype, device = y.dtype, y.device
-    is_lstm = spec.code == CELLS["lstm"].code
-    split_dx = spec.code == CELLS["gru"].code
-    sizes, offsets = sched.tables(device)
-    args = (dy, *sched.strides(dy), w_hh, w_hh.stride(0), w_hh.stride(1), carry_h, carry_c,
-            saved, sched.strides(saved)[0], cs, c0 if is_lstm else carry_c, c0.stride(0) if is_lstm else 0,
-            y, *sched.strides(y), h0, h0.stride(0), dhp, *sched.strides(dhp), dxp, *sched.strides(dxp),
-            sizes, offsets, T, B, H, P)
-    consts = dict(CELL=spec.code, G=spec.gates, NS=spec.saved, SPLIT_DX=split_dx, PACKED=sched.packed,
-                  REVERSE=sched.reverse, **_dot_settings(dtype, device))
-    _launch_persistent(kernel, plan, (_tiled_bwd_kernel, _coop_bwd_kernel), ("tiled_bwd", "coop_bwd", "streamed_bwd"),
-                       lambda: _config("tiled_bwd", spec.name, H, spec.gates * H, B, dtype, device),
-                       B, H, device, args, 4, dict(HP=triton.next_power_of_2(max(H, 16))), consts)
+    cfg = tiled_config()
+    launch(f"tiled_{direction}", (1, triton.cdiv(B, cfg.BLOCK_B)), **args, **cfg.launch_options())
 
 
 @_on_tensors_device
@@ -554,27 +338,17 @@ def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     spec = CELLS[cell]
     B, H = h.shape
     dtype, device, acc = x.dtype, x.device, acc_dtype(x.dtype)
-    is_lstm = spec.code == CELLS["lstm"].code
     x, h = _unit_last_stride(x), h.contiguous()
-    c = c.contiguous() if is_lstm else None
+    c = c.contiguous() if spec.has_c else None
     h_new = torch.empty((B, H), dtype=dtype, device=device)
-    c_new = torch.empty((B, H) if is_lstm else (0,), dtype=dtype, device=device)
+    c_new = torch.empty((B, H) if spec.has_c else (0,), dtype=dtype, device=device)
     saved = torch.empty((B, spec.saved * H) if save else (0,), dtype=acc, device=device)
     if B > 0 and H > 0:
-        cfg = _config("step_fwd", cell, H, H, B, dtype, device, x.shape[-1])
-        _step_fwd_kernel[(triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))](
-            x, x.stride(0), w_ih, w_ih.stride(0), w_ih.stride(1), b_ih if b_ih is not None else w_ih,
-            h, h.stride(0), h, h.stride(0),
-            c if is_lstm else c_new, H, c if is_lstm else c_new, H,
-            w_hh, w_hh.stride(0), w_hh.stride(1), b_hh if b_hh is not None else w_hh,
-            h_new, H, c_new, saved,
-            B, B, H, H, x.shape[-1],
-            CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_BIAS=b_hh is not None, SAVE=save,
-            FUSE_INPUT=True, TWO_SOURCES=False,
-            **cfg.launch_options(), **_dot_settings(dtype, device),
-        )
-        launch_counts["step_fwd"] += 1
-    elif B > 0 and is_lstm:
+        cfg = dispatch.config("step_fwd", cell, H, H, B, dtype, device, x.shape[-1])
+        c_prev = c if spec.has_c else c_new
+        _step_fwd(cfg, spec, x, w_ih, b_ih, h, h, c_prev, c_prev, w_hh, b_hh, h_new, c_new, saved, B=B, B_prev=B,
+                  I=x.shape[-1], save=save, fuse_input=True, two_sources=False)
+    elif B > 0 and spec.has_c:
         c_new.zero_()
     if H == 0 and B > 0:
         h_new.zero_()
@@ -591,26 +365,18 @@ def cell_bwd(cell: str, dh_new: torch.Tensor, dc_new: torch.Tensor | None, x: to
     B, H = h.shape
     GH = spec.gates * H
     dtype, device, acc = x.dtype, x.device, acc_dtype(x.dtype)
-    is_lstm = spec.code == CELLS["lstm"].code
-    split_dx = spec.code == CELLS["gru"].code
     h = h.contiguous()
-    c = c.contiguous() if is_lstm else None
+    c = c.contiguous() if spec.has_c else None
     dh_new = _unit_last_stride(dh_new)
     carry_h = torch.zeros((B, H), dtype=acc, device=device)
-    carry_c = dc_new.to(acc, copy=True).contiguous() if is_lstm else torch.empty(0, dtype=acc, device=device)
+    carry_c = dc_new.to(acc, copy=True).contiguous() if spec.has_c else torch.empty(0, dtype=acc, device=device)
     dhp = torch.empty((B, GH), dtype=dtype, device=device)
-    dxp = torch.empty((B, GH), dtype=dtype, device=device) if split_dx else dhp
+    dxp = torch.empty((B, GH), dtype=dtype, device=device) if spec.split_dx else dhp
     if B > 0 and H > 0:
-        cfg = _config("step_bwd", cell, H, GH, B, dtype, device)
-        _step_bwd_kernel[(triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H))](
-            dhp, 0, w_hh, w_hh.stride(0), w_hh.stride(1), dh_new, dh_new.stride(0), carry_h, carry_c, saved,
-            c_new if is_lstm else carry_c, c if is_lstm else carry_c, H, c if is_lstm else carry_c, H,
-            h, H, h, H, dhp, GH, dxp, GH,
-            B, 0, B, H, H,
-            CELL=spec.code, G=spec.gates, NS=spec.saved, HAS_NEXT=False, SPLIT_DX=split_dx, TWO_SOURCES=False,
-            **cfg.launch_options(), **_dot_settings(dtype, device),
-        )
-        launch_counts["step_bwd"] += 1
+        cfg = dispatch.config("step_bwd", cell, H, GH, B, dtype, device)
+        c_prev = c if spec.has_c else carry_c
+        _step_bwd(cfg, spec, dhp, w_hh, dh_new, carry_h, carry_c, saved, c_new if spec.has_c else carry_c, c_prev,
+                  c_prev, h, h, dhp, dxp, B=B, B_next=0, B_prev=B, has_next=False, two_sources=False)
     else:
         dhp.zero_()
         dxp.zero_()
@@ -619,6 +385,6 @@ def cell_bwd(cell: str, dh_new: torch.Tensor, dc_new: torch.Tensor | None, x: to
         return torch.empty(0, dtype=dtype, device=device)
 
     dh = (carry_h + (dhp @ w_hh).to(acc)).to(dtype)
-    dc = carry_c.to(dtype) if is_lstm else none()
+    dc = carry_c.to(dtype) if spec.has_c else none()
     return (dxp @ w_ih, dh, dc, dxp.t() @ x, dhp.t() @ h, dxp.sum(0) if has_bias else none(),
             dhp.sum(0) if has_bias else none())

@@ -1,16 +1,18 @@
-"""Pointwise math of each recurrent cell, as small ``@triton.jit`` helpers.
+"""Pointwise math of each recurrent cell, as small ``@triton.jit`` helpers: the only code that knows the cells.
 
-The step kernels in ``step.py`` do the recurrent matmul (written once for every cell) and hand the
-per-gate pre-activations to ``cell_fwd`` / ``cell_bwd`` here, which pick the cell's math by the
-constexpr ``CELL``. Everything is elementwise over a ``[BLOCK_B, BLOCK_H]`` tile.
+The tile code in ``tile.py`` (the recurrent matmul, the loads and the stores, written once for every cell and every
+kernel) hands the per-gate pre-activations to ``cell_fwd`` / ``cell_bwd`` here, which pick the cell's math by the
+constexpr ``CELL``. The tile code itself branches only on the cell's traits (``fusedrnn/cells.py``: G, NS,
+HAS_C, READS_H, SPLIT_DX), never on its name. Everything is elementwise over a ``[BLOCK_B, BLOCK_H]`` tile; the
+gates travel as tuples (``x[k]``, ``r[k]``, k < G), the saved activations as an NS-tuple.
 
-Legend: B batch, H hidden, G gates per cell (LSTM 4, GRU 3, RNN 1).
+Legend: B batch, H hidden, G gates per cell (LSTM 4, GRU 3, RNN 1), NS saved activations (LSTM 4, GRU 4, RNN 1).
 
-Per gate k, ``xk`` is the input pre-activation (``x @ W_ih^T + b_ih``, computed for all steps at once
-outside the loop) and ``rk`` the recurrent one (``h_{t-1} @ W_hh^T + b_hh``). Keeping the two apart is what
+Per gate k, ``x[k]`` is the input pre-activation (``x @ W_ih^T + b_ih``, computed for all steps at once
+outside the loop) and ``r[k]`` the recurrent one (``h_{t-1} @ W_hh^T + b_hh``). Keeping the two apart is what
 GRU needs: its candidate gate is ``n = tanh(x_n + r * r_n)``.
 
-Saved activations (``s0..s3``, what the backward reads, in the gate order of torch.nn):
+Saved activations (what the backward reads, in the gate order of torch.nn):
   LSTM      i, f, g, o (after their activations); c_t itself is kept by the kernel
   GRU       r, z, n, r_n (the recurrent part of n, with b_hn)
   RNN       h_t in full precision (tanh' = 1 - h^2; relu' = 0 where h <= 0, else 1, as torch: a NaN h passes dh)
@@ -46,68 +48,72 @@ def _sigmoid(x):
 
 
 @triton.jit
-def cell_fwd(CELL: tl.constexpr, x0, x1, x2, x3, r0, r1, r2, r3, h_prev, c_prev):
-    """One step of the cell. Returns (h_t, c_t, s0, s1, s2, s3); unused slots are zeros."""
-    zero = tl.zeros_like(x0)
+def cell_fwd(CELL: tl.constexpr, x, r, h_prev, c_prev):
+    """One step of the cell. ``x`` and ``r``: G-tuples of the gates' input and recurrent pre-activations; h_prev
+    (read by cells with READS_H) and c_prev (HAS_C) the state at t-1. Returns (h_t, c_t, saved): c_t zeros for a
+    cell without c, ``saved`` the NS-tuple the backward reads."""
+    zero = tl.zeros_like(r[0])
     if CELL == CELL_LSTM:
-        i = _sigmoid(x0 + r0)
-        f = _sigmoid(x1 + r1)
-        g = _tanh(x2 + r2)
-        o = _sigmoid(x3 + r3)
+        i = _sigmoid(x[0] + r[0])
+        f = _sigmoid(x[1] + r[1])
+        g = _tanh(x[2] + r[2])
+        o = _sigmoid(x[3] + r[3])
         c = f * c_prev + i * g
         h = o * _tanh(c)
-        return h, c, i, f, g, o
+        return h, c, (i, f, g, o)
     elif CELL == CELL_GRU:
-        r = _sigmoid(x0 + r0)
-        z = _sigmoid(x1 + r1)
-        n = _tanh(x2 + r * r2)
+        rg = _sigmoid(x[0] + r[0])
+        z = _sigmoid(x[1] + r[1])
+        n = _tanh(x[2] + rg * r[2])
         h = (1.0 - z) * n + z * h_prev
-        return h, zero, r, z, n, r2
+        return h, zero, (rg, z, n, r[2])
     elif CELL == CELL_RNN_TANH:
-        h = _tanh(x0 + r0)
-        return h, zero, h, zero, zero, zero
+        h = _tanh(x[0] + r[0])
+        return h, zero, (h, )
     else:
         # relu that propagates NaN, as torch.relu does: a plain tl.maximum(v, 0.0) compiles to max.f32, which
         # returns the operand that is not NaN (NaN in, 0 out). PropagateNan.ALL gives max.NaN.f32 (one instruction,
         # as before); PTX has no max.NaN.f64, for which the select (NaN < 0 is false) is shorter than its expansion.
-        v = x0 + r0
+        v = x[0] + r[0]
         if v.dtype == tl.float64:
             h = tl.where(v < 0.0, 0.0, v)
         else:
             h = tl.maximum(v, 0.0, propagate_nan=tl.PropagateNan.ALL)
-        return h, zero, h, zero, zero, zero
+        return h, zero, (h, )
 
 
 @triton.jit
-def cell_bwd(CELL: tl.constexpr, dh, dc, s0, s1, s2, s3, h_prev, c_prev, c):
-    """Gradients of one step, given dh = dL/dh_t (all paths) and dc = dL/dc_t from step t+1.
+def cell_bwd(CELL: tl.constexpr, dh, dc, saved, h_prev, c_prev, c):
+    """Gradients of one step, given dh = dL/dh_t (all paths), dc = dL/dc_t from step t+1 (HAS_C), the NS-tuple
+    ``saved`` of ``cell_fwd``, h_prev (READS_H) and c_prev, c = c_{t-1}, c_t (HAS_C).
 
-    Returns (dx0, dx1, dx2, dx3, dr2, dh_prev, dc_prev):
-      dxk      gradient of the gate-k pre-activation; it is also the gradient of the recurrent part
-               of gate k, except for GRU's n gate, whose recurrent part gets ``dr2``;
+    Returns (dx, dr, dh_prev, dc_prev):
+      dx       G-tuple, the gradients of the gates' input pre-activations (dXp);
+      dr       G-tuple, those of their recurrent pre-activations (dHp): dx but for GRU's n gate, whose recurrent
+               part is scaled by r (the cells with SPLIT_DX);
       dh_prev  the pointwise part of dL/dh_{t-1} (GRU's z * dh; the matmul part is added by the kernel);
-      dc_prev  dL/dc_{t-1} (LSTM).
+      dc_prev  dL/dc_{t-1} (LSTM; zeros otherwise).
     """
     zero = tl.zeros_like(dh)
     if CELL == CELL_LSTM:
-        i, f, g, o = s0, s1, s2, s3
+        i, f, g, o = saved
         tc = _tanh(c)
         dc = dc + dh * o * (1.0 - tc * tc)
         di = dc * g * i * (1.0 - i)
         df = dc * c_prev * f * (1.0 - f)
         dg = dc * i * (1.0 - g * g)
         do = dh * tc * o * (1.0 - o)
-        return di, df, dg, do, dg, zero, dc * f
+        return (di, df, dg, do), (di, df, dg, do), zero, dc * f
     elif CELL == CELL_GRU:
-        r, z, n, rn = s0, s1, s2, s3
+        r, z, n, rn = saved
         dn = dh * (1.0 - z) * (1.0 - n * n)
         dr = dn * rn * r * (1.0 - r)
         dz = dh * (h_prev - n) * z * (1.0 - z)
-        return dr, dz, dn, zero, dn * r, dh * z, zero
+        return (dr, dz, dn), (dr, dz, dn * r), dh * z, zero
     elif CELL == CELL_RNN_TANH:
-        d = dh * (1.0 - s0 * s0)
-        return d, zero, zero, zero, zero, zero, zero
+        d = dh * (1.0 - saved[0] * saved[0])
+        return (d, ), (d, ), zero, zero
     else:
         # torch's relu backward (threshold_backward on the output): 0 where h <= 0, else dh; a NaN h passes dh.
-        d = tl.where(s0 <= 0.0, 0.0, dh)
-        return d, zero, zero, zero, zero, zero, zero
+        d = tl.where(saved[0] <= 0.0, 0.0, dh)
+        return (d, ), (d, ), zero, zero

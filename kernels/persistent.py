@@ -9,38 +9,45 @@ step rather than time: the cell states ``cs`` (``[T+1, B, H]``, cs[s+1] after st
 slots used in turn). Everything else is indexed by time, as in the stepwise launcher, so a persistent forward
 and a stepwise backward (or the reverse) interoperate.
 
+Every step is computed by the tile code of the step kernels (``tile.py``, through ``_fwd_step`` / ``_bwd_step``
+here, which place the step's rows and walk the program's hidden units); the three variants differ only in which
+hidden units a program owns, where W_hh, c and the carries come from, and how a step ends.
+
 Batch-tiled (``_tiled_fwd_kernel``, ``_tiled_bwd_kernel``), grid ``(1, cdiv(B, BLOCK_B))``
     A program owns BLOCK_B batch rows and the full hidden width and walks all T steps. Per step it computes
-    the hidden units in chunks of BLOCK_H with the very tile code of the step kernels (``_fwd_tile`` /
-    ``_bwd_tile``); h_t is written to the output (the next step's h_{t-1}), c and the backward's carries to
-    per-row scratch that only this program touches. Between steps a ``tl.debug_barrier()`` (a CTA barrier)
-    makes the step's writes visible to all of the program's threads. No program ever waits for another, so
-    this runs under the interpreter too. W_hh is read through L2 every step (one copy shared by all
+    the hidden units in chunks of BLOCK_H; h_t is written to the output (the next step's h_{t-1}), c and the
+    backward's carries to per-row scratch that only this program touches. Between steps a ``tl.debug_barrier()``
+    (a CTA barrier) makes the step's writes visible to all of the program's threads. No program ever waits for
+    another, so this runs under the interpreter too. W_hh is read through L2 every step (one copy shared by all
     programs); h and c of the program's rows stay in its L1/L2 working set (BLOCK_B x H elements).
 
-Cooperative, streamed (the same two kernels with ``COOP``), grid ``(n_h, cdiv(B, BLOCK_B))``
-    The batch-tiled kernels spread over n_h programs per batch tile: program i walks the hidden chunks i,
-    i + n_h, ... (``autotune.spaces.coop_grid`` makes them even), re-reading their W_hh rows every step (a
-    program's rows are the same at every step, so they stay in its SM's L1 where they fit, else L2), and the
-    step ends at the grid barrier of its batch tile instead of the CTA barrier; h_{t-1} (and, backward,
-    dHp_{t+1}), which other programs wrote, is read with ``.cg`` loads. For layers whose W_hh slice would not
-    fit a resident program's registers.
+Cooperative (``_coop_fwd_kernel``, ``_coop_bwd_kernel``), grid ``(n_h, cdiv(B, BLOCK_B))``: n_h programs per batch
+tile share its hidden units, exchange h_t (forward) and dHp_t (backward) through memory and meet at the grid
+barrier of their batch tile after every step; what other programs wrote is read with ``.cg`` loads (L2: never a
+stale L1 line). The constexpr ``RESIDENT`` picks the variant:
 
-Cooperative, resident (``_coop_fwd_kernel``, ``_coop_bwd_kernel``), grid ``(cdiv(H, BLOCK_H), cdiv(B, BLOCK_B))``
-    A program owns a slice of BLOCK_H hidden units (all G gates) for BLOCK_B rows and loads its slice of W_hh
-    ONCE, before the time loop: ``[KP, BLOCK_H]`` per gate in the forward, W_hh's columns ``[HP, BLOCK_H]`` per
-    gate in the backward, the compiler keeping them in registers for the whole sequence. KP and HP (the reduction
-    widths of the step's dots) are the next power of two of K and H, at least 16: on NVIDIA GPUs tl.dot needs
-    K >= 16 (16-bit operands; 8 for fp32, 4 for fp64), the interpreter any K; the masked tail adds zeros. c (and
-    the backward's carries) stay in registers. After each step the programs of a batch tile meet at the grid
-    barrier.
+  streamed (``RESIDENT=False``)
+    Program i walks the hidden chunks i, i + n_h, ... of BLOCK_H units (``autotune.spaces.coop_grid`` makes them
+    even), re-reading their W_hh rows every step in BLOCK_K blocks (a program's rows are the same at every step,
+    so ``.ca`` loads keep them in its SM's L1 where they fit, else L2); c and the carries live in memory, as in the
+    batch-tiled kernel. For layers whose W_hh slice would not fit a resident program's registers.
+
+  resident (``RESIDENT=True``)
+    Program i owns the slice of BLOCK_H hidden units i*BLOCK_H... (all G gates; n_h = cdiv(H, BLOCK_H)) for
+    BLOCK_B rows and loads its slice of W_hh ONCE, before the time loop: ``[KP, BLOCK_H]`` per gate in the forward,
+    W_hh's columns ``[HP, BLOCK_H]`` per gate in the backward, the compiler keeping them in registers for the whole
+    sequence. KP and HP (the reduction widths of the step's dots) are the next power of two of K and H, at least 16:
+    on NVIDIA GPUs tl.dot needs K >= 16 (16-bit operands; 8 for fp32, 4 for fp64), the interpreter any K; the
+    masked tail adds zeros. c (and the backward's carries) stay in registers. The streamed launch passes None for
+    KP / HP (so that its compilations do not multiply with H), the resident one uses no BLOCK_K but in the forward's
+    fused input projection.
 
 Grid barrier (``_grid_barrier``): an atomic counter per batch tile, release/acquire at GPU scope. The launcher
 plans no more programs than SMs and launches cooperatively (``launch_cooperative_grid``: the driver starts every
-program at once or refuses the launch, and the launcher falls back), so the barrier never deadlocks. The plain interpreter runs
-programs one after another, so a cooperative grid runs there only with one hidden slice (each batch tile's single
-program passes its barrier at once); the tests' threaded mode (tests/_grid.py) runs every program in a thread of
-its own, and so tests multi-program grids on the CPU.
+program at once or refuses the launch, and the launcher falls back), so the barrier never deadlocks. The plain
+interpreter runs programs one after another, so a cooperative grid runs there only with one hidden program per
+batch tile (each batch tile's single program passes its barrier at once); the tests' threaded mode (tests/_grid.py)
+runs every program in a thread of its own, and so tests multi-program grids on the CPU.
 
 Accumulation is fp32 (fp64 for fp64 tensors), like the step kernels; so are c and the saved activations.
 """
@@ -48,9 +55,8 @@ Accumulation is fp32 (fp64 for fp64 tensors), like the step kernels; so are c an
 import triton
 import triton.language as tl
 
-from .cells import CELL_GRU, CELL_LSTM, cell_bwd, cell_fwd
-from .step import (_bwd_tile, _dot_acc, _fwd_tile, _gate_bias, _input_gates, _load_gate, _load_rows, _load_saved,
-                   _store_gate, _store_gate_grads, _store_saved)
+from .tile import (_bwd_dh, _bwd_epilogue, _bwd_tile, _fwd_tile, _gate_biases, _held_bwd, _held_fwd, _load_tile,
+                   _program_tile, _store_tile)
 
 
 @triton.jit
@@ -84,20 +90,107 @@ def _grid_barrier(p_bar, target):
     tl.debug_barrier()
 
 
+# ---- one step of a sequence --------------------------------------------------------------------------------------
+
+
 @triton.jit
-def _step_barrier(p_bar, target, COOP: tl.constexpr):
-    """End of a step of the batch-tiled/streamed kernels: the grid barrier of this program's batch tile (COOP), or
-    a CTA barrier (each program alone owns its rows)."""
-    if COOP:
-        _grid_barrier(p_bar + tl.program_id(1), target)
+def _fwd_step(
+    step, p_x, s_xt, s_x, p_wih, s_wir, s_wic, p_bih, p_h0, s_h0, p_c0, s_c0, p_w, s_wr, s_wc, p_bhh,
+    p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, T, B, H, K, I, o_b, h_first, h_stride, w, b, c, c_init,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr, PACKED: tl.constexpr,
+    REVERSE: tl.constexpr, RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr, KP: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CACHE: tl.constexpr,
+):
+    """Forward step ``step`` of this program's rows o_b: the hidden chunks h_first, h_first + h_stride, ... < H
+    (memory state, W_hh streamed), or, RESIDENT, the one slice at h_first with the held ``w`` / ``b`` and c (c_{t-1}
+    in registers; rows that did not run the previous step start from ``c_init``). Returns c_t (RESIDENT; else
+    ``c`` unchanged: callers pass a tile, as Triton 3.6 cannot return None from a jit function)."""
+    ACC: tl.constexpr = p_save.dtype.element_ty
+    t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
+    t_prev, rows_prev, first_prev = _rows_at(p_sizes, p_offsets, step - 1, T, B, REVERSE, PACKED)
+    cur = step
+    nxt = step + 1
+    if not SAVE:
+        cur = step % 2
+        nxt = (step + 1) % 2
+    s_cs = B.to(tl.int64) * H
+    p_x_t = p_x + t * s_xt + first * s_x
+    p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
+    p_h_t = p_y + t * s_yt + first * s_y
+    p_save_t = p_save + t * s_svt + first * (NS * H)
+    m_b = o_b < rows
+    if RESIDENT:
+        o_h = h_first + tl.arange(0, BLOCK_H)
+        m_h = o_h < H
+        c = _fwd_tile(p_x_t, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_y, p_h0, s_h0, p_cs, H, p_c0, s_c0,
+                      p_w, s_wr, s_wc, p_bhh, p_h_t, s_y, p_cs + nxt * s_cs, p_save_t, rows_prev, H, K, I, o_b, o_h,
+                      m_b, m_h, m_b[:, None] & m_h[None, :], w, b, tl.where((o_b < rows_prev)[:, None], c, c_init),
+                      ACC, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE, FUSE_INPUT, True, True, BLOCK_B, BLOCK_H,
+                      BLOCK_K, KP, UPCAST_DOT, DOT_PRECISION, CACHE)
     else:
-        tl.debug_barrier()
+        for h_start in range(h_first, H, h_stride):
+            o_h = h_start + tl.arange(0, BLOCK_H)
+            m_h = o_h < H
+            _fwd_tile(p_x_t, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_y, p_h0, s_h0, p_cs + cur * s_cs, H, p_c0,
+                      s_c0, p_w, s_wr, s_wc, p_bhh, p_h_t, s_y, p_cs + nxt * s_cs, p_save_t, rows_prev, H, K, I, o_b,
+                      o_h, m_b, m_h, m_b[:, None] & m_h[None, :], None, None, None, ACC, CELL, G, NS, HAS_C, READS_H,
+                      HAS_BIAS, SAVE, FUSE_INPUT, True, False, BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT,
+                      DOT_PRECISION, CACHE)
+    return c
 
 
-@triton.constexpr_function
-def _shared_cache(coop):
-    """Cache modifier of loads of what other programs of the launch wrote: ".cg" (L2, never a stale L1 line)."""
-    return ".cg" if coop else ""
+@triton.jit
+def _bwd_step(
+    i, p_dy, s_dyt, s_dy, p_w, s_wr, s_wc, p_dh, p_dc, p_save, s_svt, p_cs, p_c0, s_c0, p_y, s_yt, s_y,
+    p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, T, B, H, o_b, h_first, h_stride, w,
+    carry_h, carry_c,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
+    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr, RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, HP: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr,
+):
+    """Backward of the i-th step from the end (processing step T-1-i) for this program's rows o_b, over its hidden
+    units as in ``_fwd_step``; RESIDENT: with the held ``w`` and the carries in registers. Returns the carries
+    (RESIDENT; else the tiles given, unchanged, as in ``_fwd_step``)."""
+    ACC: tl.constexpr = p_dh.dtype.element_ty
+    step = T - 1 - i
+    t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
+    t_prev, rows_prev, first_prev = _rows_at(p_sizes, p_offsets, step - 1, T, B, REVERSE, PACKED)
+    t_next, rows_next, first_next = _rows_at(p_sizes, p_offsets, step + 1, T, B, REVERSE, PACKED)
+    s_cs = B.to(tl.int64) * H
+    m_b = o_b < rows
+    if RESIDENT:
+        # The tile in its two halves, so that the epilogue's pointers are computed after the matmul (computed
+        # before it, they were live across its dots: 78 registers instead of 64, rnn_tanh B=64 on sm_90a).
+        o_h = h_first + tl.arange(0, BLOCK_H)
+        m_h = o_h < H
+        dh, carry_h = _bwd_dh(p_dhp + t_next * s_dht + first_next * s_dhp, s_dhp, p_w, s_wr, s_wc,
+                              p_dy + t * s_dyt + first * s_dy, s_dy, p_dh, rows_next, H, o_b, o_h, m_h,
+                              m_b[:, None] & m_h[None, :], w, carry_h, ACC, G, True, True, BLOCK_K, HP, UPCAST_DOT,
+                              DOT_PRECISION, CACHE)
+        carry_h, carry_c = _bwd_epilogue(
+            dh, carry_h, carry_c, p_dh, p_dc, p_save + t * s_svt + first * (NS * H), p_cs + (step + 1) * s_cs,
+            p_cs + step * s_cs, H, p_c0, s_c0, p_y + t_prev * s_yt + first_prev * s_y, s_y, p_h0, s_h0,
+            p_dhp + t * s_dht + first * s_dhp, s_dhp, p_dxp + t * s_dxt + first * s_dxp, s_dxp, rows_prev, H, o_b, o_h,
+            m_b, m_h, m_b[:, None] & m_h[None, :], ACC, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, True, True)
+    else:
+        p_dhp_next = p_dhp + t_next * s_dht + first_next * s_dhp
+        p_dy_t = p_dy + t * s_dyt + first * s_dy
+        p_save_t = p_save + t * s_svt + first * (NS * H)
+        p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
+        p_dhp_t = p_dhp + t * s_dht + first * s_dhp
+        p_dxp_t = p_dxp + t * s_dxt + first * s_dxp
+        for h_start in range(h_first, H, h_stride):
+            o_h = h_start + tl.arange(0, BLOCK_H)
+            m_h = o_h < H
+            _bwd_tile(p_dhp_next, s_dhp, p_w, s_wr, s_wc, p_dy_t, s_dy, p_dh, p_dc, p_save_t, p_cs + (step + 1) * s_cs,
+                      p_cs + step * s_cs, H, p_c0, s_c0, p_h_prev, s_y, p_h0, s_h0, p_dhp_t, s_dhp, p_dxp_t, s_dxp,
+                      rows_next, rows_prev, H, o_b, o_h, m_b, m_h, m_b[:, None] & m_h[None, :], None, None, None,
+                      ACC, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, True, True, False, BLOCK_K, None, UPCAST_DOT,
+                      DOT_PRECISION, CACHE)
+    return carry_h, carry_c
 
 
 # ---- batch-tiled ----------------------------------------------------------------------------------------------
@@ -109,48 +202,33 @@ def _tiled_fwd_kernel(
     p_wih, s_wir, s_wic,     # [G*H, I] W_ih (FUSE_INPUT)
     p_bih,                   # [G*H]    b_ih (FUSE_INPUT and HAS_BIAS)
     p_h0, s_h0,              # [B, K]   initial h
-    p_c0, s_c0,              # [B, H]   initial c (LSTM)
+    p_c0, s_c0,              # [B, H]   initial c (HAS_C)
     p_w, s_wr, s_wc,         # [G*H, K] W_hh
     p_bhh,                   # [G*H]    b_hh (HAS_BIAS)
     p_y, s_yt, s_y,          # [T, B, K] outputs h_t (out); packed [N, K]
-    p_cs,                    # [T+1 | 2, B, H] cell states by step (out, LSTM), accumulator dtype, contiguous
+    p_cs,                    # [T+1 | 2, B, H] cell states by step (out, HAS_C), accumulator dtype, contiguous
     p_save, s_svt,           # [T, B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous rows;
                              #          an accumulator-dtype tensor in any case: it sets the accumulator dtype
     p_sizes, p_offsets,      # [T] int64 rows and first row of each timestep (PACKED)
-    p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch (COOP)
     T, B, H, K, I,
-    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr,
-    FUSE_INPUT: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr, COOP: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
+    SPLIT_DX: tl.constexpr,  # the cell's traits (fusedrnn/cells.py); SPLIT_DX is the backward's
+    HAS_BIAS: tl.constexpr, SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr, PACKED: tl.constexpr,
+    REVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    ACC: tl.constexpr = p_save.dtype.element_ty
-    CACHE: tl.constexpr = _shared_cache(COOP)
-    o_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    n_h = tl.num_programs(0)
-    s_cs = B.to(tl.int64) * H
+    # The hidden chunks h_first, h_first + h_stride, ... as in the cooperative kernel: with one hidden program (grid
+    # (1, n_b)) they are 0, BLOCK_H, ...; written as the constants 0 and BLOCK_H, ptxas spilled 8 more bytes (fp32
+    # LSTM, Triton 3.9).
+    o_b, h_first = _program_tile(1, BLOCK_B, BLOCK_H)
+    h_stride = tl.num_programs(0) * BLOCK_H
+    unused = tl.zeros((BLOCK_B, BLOCK_H), p_save.dtype.element_ty)  # the c _fwd_step hands back (it holds none)
     for step in range(T):
-        t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
-        t_prev, rows_prev, first_prev = _rows_at(p_sizes, p_offsets, step - 1, T, B, REVERSE, PACKED)
-        cur = step
-        nxt = step + 1
-        if not SAVE:
-            cur = step % 2
-            nxt = (step + 1) % 2
-        p_x_t = p_x + t * s_xt + first * s_x
-        p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
-        p_h_t = p_y + t * s_yt + first * s_y
-        p_save_t = p_save + t * s_svt + first * (NS * H)
-        m_b = o_b < rows
-        for h_start in range(tl.program_id(0) * BLOCK_H, H, n_h * BLOCK_H):
-            o_h = h_start + tl.arange(0, BLOCK_H)
-            m_h = o_h < H
-            _fwd_tile(p_x_t, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_y, p_h0, s_h0,
-                      p_cs + cur * s_cs, H, p_c0, s_c0, p_w, s_wr, s_wc, p_bhh, p_h_t, s_y, p_cs + nxt * s_cs,
-                      p_save_t, rows_prev, H, K, I, o_b, o_h, m_b, m_h, m_b[:, None] & m_h[None, :],
-                      ACC, CELL, G, NS, HAS_BIAS, SAVE, FUSE_INPUT, True, BLOCK_B, BLOCK_H, BLOCK_K,
-                      UPCAST_DOT, DOT_PRECISION, CACHE)
-        _step_barrier(p_bar, (step + 1) * n_h, COOP)  # h_t and c_t of every chunk, before the next step reads them
+        _fwd_step(step, p_x, s_xt, s_x, p_wih, s_wir, s_wic, p_bih, p_h0, s_h0, p_c0, s_c0, p_w, s_wr, s_wc, p_bhh,
+                  p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, T, B, H, K, I, o_b, h_first, h_stride,
+                  None, None, unused, None, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE, FUSE_INPUT, PACKED, REVERSE,
+                  False, BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT, DOT_PRECISION, "")  # this program wrote h_{t-1}
+        tl.debug_barrier()  # h_t and c_t of every chunk, before the next step reads them
 
 
 @triton.jit(do_not_specialize=["T", "B"])
@@ -160,69 +238,31 @@ def _tiled_bwd_kernel(
     p_dh, p_dc,              # [B, H]   carries dL/dh, dL/dc (pointwise parts), in: at the end of the sequence,
                              #          out: at its start; accumulator dtype, contiguous
     p_save, s_svt,           # [T, B, NS*H] saved activations (accumulator dtype, contiguous rows)
-    p_cs,                    # [T+1, B, H] cell states by step (LSTM), contiguous
-    p_c0, s_c0,              # [B, H]   initial c (LSTM)
-    p_y, s_yt, s_y,          # [T, B, K] the forward's outputs (GRU reads h_{t-1})
-    p_h0, s_h0,              # [B, K]   initial h (GRU)
+    p_cs,                    # [T+1, B, H] cell states by step (HAS_C), contiguous
+    p_c0, s_c0,              # [B, H]   initial c (HAS_C)
+    p_y, s_yt, s_y,          # [T, B, K] the forward's outputs (READS_H: h_{t-1})
+    p_h0, s_h0,              # [B, K]   initial h (READS_H)
     p_dhp, s_dht, s_dhp,     # [T, B, G*H] dHp (out)
     p_dxp, s_dxt, s_dxp,     # [T, B, G*H] dXp (out, SPLIT_DX)
     p_sizes, p_offsets,      # [T] int64 (PACKED)
-    p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch (COOP)
-    T, B, H, K,
-    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, SPLIT_DX: tl.constexpr, PACKED: tl.constexpr,
-    REVERSE: tl.constexpr, COOP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    T, B, H,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
+    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    ACC: tl.constexpr = p_dh.dtype.element_ty
-    CACHE: tl.constexpr = _shared_cache(COOP)
-    o_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    n_h = tl.num_programs(0)
-    s_cs = B.to(tl.int64) * H
+    o_b, h_first = _program_tile(1, BLOCK_B, BLOCK_H)  # the chunks as in _tiled_fwd_kernel
+    h_stride = tl.num_programs(0) * BLOCK_H
+    unused = tl.zeros((BLOCK_B, BLOCK_H), p_dh.dtype.element_ty)  # the carries _bwd_step hands back (in p_dh, p_dc)
     for i in range(T):
-        step = T - 1 - i
-        t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
-        t_prev, rows_prev, first_prev = _rows_at(p_sizes, p_offsets, step - 1, T, B, REVERSE, PACKED)
-        t_next, rows_next, first_next = _rows_at(p_sizes, p_offsets, step + 1, T, B, REVERSE, PACKED)
-        m_b = o_b < rows
-        p_dhp_t = p_dhp + t * s_dht + first * s_dhp
-        for h_start in range(tl.program_id(0) * BLOCK_H, H, n_h * BLOCK_H):
-            o_h = h_start + tl.arange(0, BLOCK_H)
-            m_h = o_h < H
-            _bwd_tile(p_dhp + t_next * s_dht + first_next * s_dhp, s_dhp, p_w, s_wr, s_wc,
-                      p_dy + t * s_dyt + first * s_dy, s_dy, p_dh, p_dc, p_save + t * s_svt + first * (NS * H),
-                      p_cs + (step + 1) * s_cs, p_cs + step * s_cs, H, p_c0, s_c0,
-                      p_y + t_prev * s_yt + first_prev * s_y, s_y, p_h0, s_h0,
-                      p_dhp_t, s_dhp, p_dxp + t * s_dxt + first * s_dxp, s_dxp,
-                      rows_next, rows_prev, H, K, o_b, o_h, m_b, m_h, m_b[:, None] & m_h[None, :],
-                      ACC, CELL, G, NS, True, SPLIT_DX, True, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT,
-                      DOT_PRECISION, CACHE)
-        _step_barrier(p_bar, (i + 1) * n_h, COOP)  # dHp_t of every chunk, before the previous step reads it
+        _bwd_step(i, p_dy, s_dyt, s_dy, p_w, s_wr, s_wc, p_dh, p_dc, p_save, s_svt, p_cs, p_c0, s_c0, p_y, s_yt, s_y,
+                  p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, T, B, H, o_b, h_first,
+                  h_stride, None, unused, unused, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, PACKED, REVERSE, False,
+                  BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT, DOT_PRECISION, "")
+        tl.debug_barrier()  # dHp_t of every chunk, before the previous step reads it
 
 
 # ---- cooperative -----------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _w_slice(p, s_r, s_c, o_r, m_r, o_c, m_c):
-    """A block of W_hh kept for the whole sequence: ``[o_r, o_c]`` at p + o_r * s_r + o_c * s_c. The forward
-    holds W^T slices (its caller swaps the strides), the backward column slices of W_hh."""
-    return tl.load(p + o_r[:, None] * s_r + o_c[None, :] * s_c, mask=m_r[:, None] & m_c[None, :], other=0.0)
-
-
-@triton.jit
-def _bias(p_b, gate, H, o_h, m_h, ACC: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """b[gate*H + o_h] as a [1, BLOCK_H] row (zeros without HAS_BIAS)."""
-    if HAS_BIAS:
-        return _gate_bias(p_b, gate, H, o_h, m_h, ACC)
-    return tl.zeros((1, o_h.shape[0]), ACC)
-
-
-@triton.jit
-def _coop_tile(H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    """A cooperative program's hidden units (slice program_id(0)) and batch rows (tile program_id(1), int64)."""
-    o_h = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
-    o_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    return o_h, o_h < H, o_b
 
 
 @triton.jit(do_not_specialize=["T", "B"])
@@ -231,79 +271,40 @@ def _coop_fwd_kernel(
     p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets,  # as in _tiled_fwd_kernel
     p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch
     T, B, H, K, I,
-    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr,
-    FUSE_INPUT: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, KP: tl.constexpr,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
+    SPLIT_DX: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr,
+    PACKED: tl.constexpr, REVERSE: tl.constexpr,
+    RESIDENT: tl.constexpr,  # True: one slice per program, W_hh held; False: streamed chunks (module docstring)
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    KP: tl.constexpr,        # RESIDENT: next_pow2(K) >= 16, the width of the held W_hh^T blocks (else None)
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_save.dtype.element_ty
     n_h = tl.num_programs(0)
-    o_h, m_h, o_b = _coop_tile(H, BLOCK_B, BLOCK_H)
-    o_k = tl.arange(0, KP)
-    m_k = o_k < K
-    s_cs = B.to(tl.int64) * H
-
-    # This program's slice of W_hh^T, [KP, BLOCK_H] per gate, and of b_hh: loaded once, kept on chip.
-    w0 = _w_slice(p_w + 0 * H * s_wr, s_wc, s_wr, o_k, m_k, o_h, m_h)
-    b0 = _bias(p_bhh, 0, H, o_h, m_h, ACC, HAS_BIAS)
-    w1 = w0
-    w2 = w0
-    w3 = w0
-    b1 = b0
-    b2 = b0
-    b3 = b0
-    if G > 1:
-        w1 = _w_slice(p_w + 1 * H * s_wr, s_wc, s_wr, o_k, m_k, o_h, m_h)
-        b1 = _bias(p_bhh, 1, H, o_h, m_h, ACC, HAS_BIAS)
-    if G > 2:
-        w2 = _w_slice(p_w + 2 * H * s_wr, s_wc, s_wr, o_k, m_k, o_h, m_h)
-        b2 = _bias(p_bhh, 2, H, o_h, m_h, ACC, HAS_BIAS)
-    if G > 3:
-        w3 = _w_slice(p_w + 3 * H * s_wr, s_wc, s_wr, o_k, m_k, o_h, m_h)
-        b3 = _bias(p_bhh, 3, H, o_h, m_h, ACC, HAS_BIAS)
-
-    c = tl.zeros((BLOCK_B, BLOCK_H), ACC)
-    c_init = tl.zeros((BLOCK_B, BLOCK_H), ACC)
-    if CELL == CELL_LSTM:
-        c_init = tl.load(p_c0 + o_b[:, None] * s_c0 + o_h[None, :], mask=(o_b < B)[:, None] & m_h[None, :],
-                         other=0.0).to(ACC)
+    o_b, h_first = _program_tile(1, BLOCK_B, BLOCK_H)
+    w = None
+    b = None
+    c_init = None
+    if RESIDENT:
+        # This program's slice of W_hh^T, [KP, BLOCK_H] per gate, and of b_hh: loaded once, kept on chip; so is
+        # c_0 of its rows (c_{t-1} of the rows that start at a step).
+        o_h = h_first + tl.arange(0, BLOCK_H)
+        m_h = o_h < H
+        o_k = tl.arange(0, KP)
+        w = _held_fwd(p_w, H, s_wr, s_wc, o_k, o_k < K, o_h, m_h, G)
+        if HAS_BIAS:
+            b = _gate_biases(p_bhh, H, o_h, m_h, ACC, G)
+        c_init = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+        if HAS_C:
+            c_init = _load_tile(p_c0, o_b, s_c0, o_h, (o_b < B)[:, None] & m_h[None, :], ACC)
+    c = tl.zeros((BLOCK_B, BLOCK_H), ACC)  # c_{t-1} (RESIDENT; the streamed variant keeps it in p_cs)
     for step in range(T):
-        t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
-        t_prev, rows_prev, first_prev = _rows_at(p_sizes, p_offsets, step - 1, T, B, REVERSE, PACKED)
-        m_b = o_b < rows
-        m = m_b[:, None] & m_h[None, :]
-        p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
-        h_full = _load_rows(p_h_prev, s_y, p_h0, s_h0, rows_prev, o_b, m_b, o_k, m_k, True, ".cg")
-
-        r0 = _dot_acc(h_full, w0, None, ACC, UPCAST_DOT, DOT_PRECISION) + b0
-        r1 = tl.zeros_like(r0)
-        r2 = tl.zeros_like(r0)
-        r3 = tl.zeros_like(r0)
-        if G > 1:
-            r1 = _dot_acc(h_full, w1, None, ACC, UPCAST_DOT, DOT_PRECISION) + b1
-        if G > 2:
-            r2 = _dot_acc(h_full, w2, None, ACC, UPCAST_DOT, DOT_PRECISION) + b2
-        if G > 3:
-            r3 = _dot_acc(h_full, w3, None, ACC, UPCAST_DOT, DOT_PRECISION) + b3
-        x0, x1, x2, x3 = _input_gates(p_x + t * s_xt + first * s_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih,
-                                      o_h, m_h, H, I, ACC, HAS_BIAS, FUSE_INPUT, G, BLOCK_B, BLOCK_H, BLOCK_K,
-                                      UPCAST_DOT, DOT_PRECISION)
-        h_prev = tl.zeros_like(r0)
-        if CELL == CELL_GRU:
-            h_prev = _load_rows(p_h_prev, s_y, p_h0, s_h0, rows_prev, o_b, m_b, o_h, m_h, True, ".cg").to(ACC)
-        c_prev = tl.where((o_b < rows_prev)[:, None], c, c_init)
-
-        h, c, s0, s1, s2, s3 = cell_fwd(CELL, x0, x1, x2, x3, r0, r1, r2, r3, h_prev, c_prev)
-
-        _store_gate(p_y + t * s_yt + first * s_y, o_b, s_y, o_h, m, 0, H, h)
-        if CELL == CELL_LSTM:
-            slot = step + 1
-            if not SAVE:
-                slot = (step + 1) % 2
-            _store_gate(p_cs + slot * s_cs, o_b, H, o_h, m, 0, H, c)
-        if SAVE:
-            _store_saved(p_save + t * s_svt + first * (NS * H), o_b, o_h, m, H, s0, s1, s2, s3, NS)
-        _grid_barrier(p_bar + tl.program_id(1), (step + 1) * n_h)
+        c = _fwd_step(step, p_x, s_xt, s_x, p_wih, s_wir, s_wic, p_bih, p_h0, s_h0, p_c0, s_c0, p_w, s_wr, s_wc,
+                      p_bhh, p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, T, B, H, K, I, o_b, h_first,
+                      n_h * BLOCK_H, w, b, c, c_init, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE, FUSE_INPUT,
+                      PACKED, REVERSE, RESIDENT, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT, DOT_PRECISION,
+                      ".cg")  # h_{t-1} was written by the other programs: read from L2, never from a stale L1 line
+        _grid_barrier(p_bar + tl.program_id(1), (step + 1) * n_h)  # h_t of every program before step + 1 reads it
 
 
 @triton.jit(do_not_specialize=["T", "B"])
@@ -311,79 +312,40 @@ def _coop_bwd_kernel(
     p_dy, s_dyt, s_dy, p_w, s_wr, s_wc, p_dh, p_dc, p_save, s_svt, p_cs, p_c0, s_c0, p_y, s_yt, s_y,
     p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets,  # as in _tiled_bwd_kernel
     p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch
-    T, B, H, K,
-    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, SPLIT_DX: tl.constexpr, PACKED: tl.constexpr,
-    REVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,   # unused: the backward's matmul reduces its whole slice at once (HP)
-    HP: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    T, B, H,
+    CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
+    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
+    RESIDENT: tl.constexpr,  # as in _coop_fwd_kernel
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,   # the streamed variant's blocks of the G*H rows of its matmul
+    HP: tl.constexpr,        # RESIDENT: next_pow2(H) >= 16, the height of the held W_hh column blocks (else None)
+    UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_dh.dtype.element_ty
     n_h = tl.num_programs(0)
-    o_h, m_h, o_b = _coop_tile(H, BLOCK_B, BLOCK_H)
-    m_all = (o_b < B)[:, None] & m_h[None, :]
-    o_r = tl.arange(0, HP)
-    m_r = o_r < H
-    s_cs = B.to(tl.int64) * H
-
-    # This program's columns of W_hh, [HP, BLOCK_H] per gate: dh_{t-1}[:, slice] = sum_g dHp_g @ W_g[:, slice].
-    v0 = _w_slice(p_w + 0 * H * s_wr, s_wr, s_wc, o_r, m_r, o_h, m_h)
-    v1 = v0
-    v2 = v0
-    v3 = v0
-    if G > 1:
-        v1 = _w_slice(p_w + 1 * H * s_wr, s_wr, s_wc, o_r, m_r, o_h, m_h)
-    if G > 2:
-        v2 = _w_slice(p_w + 2 * H * s_wr, s_wr, s_wc, o_r, m_r, o_h, m_h)
-    if G > 3:
-        v3 = _w_slice(p_w + 3 * H * s_wr, s_wr, s_wc, o_r, m_r, o_h, m_h)
-
-    carry_h = tl.load(p_dh + o_b[:, None] * H + o_h[None, :], mask=m_all, other=0.0)
-    carry_c = tl.zeros_like(carry_h)
-    if CELL == CELL_LSTM:
-        carry_c = tl.load(p_dc + o_b[:, None] * H + o_h[None, :], mask=m_all, other=0.0)
+    o_b, h_first = _program_tile(1, BLOCK_B, BLOCK_H)
+    w = None
+    carry_h = tl.zeros((BLOCK_B, BLOCK_H), ACC)  # RESIDENT: the carries (the streamed variant's are in p_dh, p_dc)
+    carry_c = tl.zeros((BLOCK_B, BLOCK_H), ACC)
+    if RESIDENT:
+        # This program's columns of W_hh, [HP, BLOCK_H] per gate: dh_{t-1}[:, slice] = sum_g dHp_g @ W_g[:, slice];
+        # and its carries, kept in registers until the end.
+        o_h = h_first + tl.arange(0, BLOCK_H)
+        m_h = o_h < H
+        m_all = (o_b < B)[:, None] & m_h[None, :]
+        o_r = tl.arange(0, HP)
+        w = _held_bwd(p_w, H, s_wr, s_wc, o_r, o_r < H, o_h, m_h, G)
+        carry_h = _load_tile(p_dh, o_b, H, o_h, m_all, ACC)
+        if HAS_C:
+            carry_c = _load_tile(p_dc, o_b, H, o_h, m_all, ACC)
     for i in range(T):
-        step = T - 1 - i
-        t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
-        t_prev, rows_prev, first_prev = _rows_at(p_sizes, p_offsets, step - 1, T, B, REVERSE, PACKED)
-        t_next, rows_next, first_next = _rows_at(p_sizes, p_offsets, step + 1, T, B, REVERSE, PACKED)
-        m_b = o_b < rows
-        m = m_b[:, None] & m_h[None, :]
-
-        dh = carry_h + _load_gate(p_dy + t * s_dyt + first * s_dy, o_b, s_dy, o_h, m, 0, H, ACC)
-        p_next = p_dhp + t_next * s_dht + first_next * s_dhp
-        m_next = o_b < rows_next
-        g0 = _load_rows(p_next, s_dhp, p_next, s_dhp, 0, o_b, m_next, o_r, m_r, False, ".cg")
-        dh = _dot_acc(g0, v0, dh, ACC, UPCAST_DOT, DOT_PRECISION)
-        if G > 1:
-            g1 = _load_rows(p_next + H, s_dhp, p_next, s_dhp, 0, o_b, m_next, o_r, m_r, False, ".cg")
-            dh = _dot_acc(g1, v1, dh, ACC, UPCAST_DOT, DOT_PRECISION)
-        if G > 2:
-            g2 = _load_rows(p_next + 2 * H, s_dhp, p_next, s_dhp, 0, o_b, m_next, o_r, m_r, False, ".cg")
-            dh = _dot_acc(g2, v2, dh, ACC, UPCAST_DOT, DOT_PRECISION)
-        if G > 3:
-            g3 = _load_rows(p_next + 3 * H, s_dhp, p_next, s_dhp, 0, o_b, m_next, o_r, m_r, False, ".cg")
-            dh = _dot_acc(g3, v3, dh, ACC, UPCAST_DOT, DOT_PRECISION)
-
-        s0, s1, s2, s3 = _load_saved(p_save + t * s_svt + first * (NS * H), o_b, o_h, m, H, NS, ACC)
-        c = tl.zeros_like(dh)
-        c_prev = tl.zeros_like(dh)
-        h_prev = tl.zeros_like(dh)
-        if CELL == CELL_LSTM:
-            c = _load_gate(p_cs + (step + 1) * s_cs, o_b, H, o_h, m, 0, H, ACC)
-            c_prev = _load_rows(p_cs + step * s_cs, H, p_c0, s_c0, rows_prev, o_b, m_b, o_h, m_h, True, "").to(ACC)
-        if CELL == CELL_GRU:
-            h_prev = _load_rows(p_y + t_prev * s_yt + first_prev * s_y, s_y, p_h0, s_h0, rows_prev, o_b, m_b, o_h,
-                                m_h, True, "").to(ACC)
-
-        d0, d1, d2, d3, dr2, dh_prev, dc_prev = cell_bwd(CELL, dh, carry_c, s0, s1, s2, s3, h_prev, c_prev, c)
-
-        _store_gate_grads(p_dhp + t * s_dht + first * s_dhp, s_dhp, p_dxp + t * s_dxt + first * s_dxp, s_dxp, o_b,
-                          o_h, m, H, d0, d1, d2, d3, dr2, G, SPLIT_DX)
-        carry_h = tl.where(m_b[:, None], dh_prev, carry_h)
-        if CELL == CELL_LSTM:
-            carry_c = tl.where(m_b[:, None], dc_prev, carry_c)
-        _grid_barrier(p_bar + tl.program_id(1), (i + 1) * n_h)
-
-    tl.store(p_dh + o_b[:, None] * H + o_h[None, :], carry_h, mask=m_all)
-    if CELL == CELL_LSTM:
-        tl.store(p_dc + o_b[:, None] * H + o_h[None, :], carry_c, mask=m_all)
+        carry_h, carry_c = _bwd_step(
+            i, p_dy, s_dyt, s_dy, p_w, s_wr, s_wc, p_dh, p_dc, p_save, s_svt, p_cs, p_c0, s_c0, p_y, s_yt, s_y,
+            p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, T, B, H, o_b, h_first,
+            n_h * BLOCK_H, w, carry_h, carry_c, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, PACKED, REVERSE, RESIDENT,
+            BLOCK_B, BLOCK_H, BLOCK_K, HP, UPCAST_DOT, DOT_PRECISION, ".cg")  # dHp_{t+1}: as h_{t-1} forward
+        _grid_barrier(p_bar + tl.program_id(1), (i + 1) * n_h)  # dHp_t of every program before step - 1 reads it
+    if RESIDENT:
+        _store_tile(p_dh, o_b, H, o_h, m_all, carry_h)
+        if HAS_C:
+            _store_tile(p_dc, o_b, H, o_h, m_all, carry_c)

@@ -7,9 +7,9 @@ the grid, sets the builder's program id and calls the kernel). That hides two th
     Every program of a launch runs in its own thread with its own program id, all at once, sharing the launch's
     memory (the interpreter copies the tensors to host arrays once per launch; every program's pointers point
     into them), as the programs of a cooperative launch share a GPU. A program that waits at a grid barrier
-    really waits for the others, so the cooperative kernels (resident ``_coop_*_kernel`` and streamed
-    ``_tiled_*_kernel`` with ``COOP``) run with several hidden slices and batch tiles here; under the plain
-    interpreter a second program per batch tile would wait forever at the first barrier.
+    really waits for the others, so the cooperative kernels (``_coop_*_kernel``, resident and streamed) run
+    with several hidden slices and batch tiles here; under the plain interpreter a second program per batch tile
+    would wait forever at the first barrier.
 
     A deadlock fails the launch instead of hanging it. The launch is stuck when every unfinished program has
     been polling memory that does not change (the same atomic at the same address returning the same value) for

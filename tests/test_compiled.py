@@ -46,7 +46,7 @@ def test_every_dispatched_configuration_compiles_for_small_and_odd_hidden_sizes(
     ``python -m bench.resources --launched --per-config`` covers it, and fp32-tf32): every configuration the launcher picks on
     an H100 (step, batch-tiled, resident and streamed cooperative kernels, forward and backward; training and
     inference, T = 1, 2, 32 and the batch-tiled kernel forced) compiles for sm_90a. The launches are recorded from
-    ``fusedrnn.launch`` itself (``_choose`` / ``coop_plan`` with the H100's limits, the heuristic configurations),
+    ``fusedrnn.launch`` itself (``dispatch.planning_for`` the H100's limits: its plans, the heuristic configurations),
     with the arguments Triton's JIT would specialize, and each configuration (kernel, cell, dtype, block sizes,
     KP/HP, options) is compiled once, for its launch with the most dots and the smallest H
     (``bench.resources --launched --per-config``). The resident kernels' dots reduce over KP / HP; with
@@ -62,12 +62,13 @@ def test_every_dispatched_configuration_compiles_for_small_and_odd_hidden_sizes(
         json.dump(rows, open(sys.argv[1], "w"))
     """, tmp_path, *map(str, SMALL_AND_ODD_H), timeout=1500)
     covered = {(r["kind"], r["cell"], r["dtype"]) for r in rows}
-    kinds = {"step_fwd", "step_bwd", "tiled_fwd", "tiled_bwd", "coop_fwd", "coop_bwd", "streamed_fwd", "streamed_bwd"}
+    kinds = {"step_fwd", "step_bwd", "tiled_fwd", "tiled_bwd", "resident_fwd", "resident_bwd", "streamed_fwd",
+             "streamed_bwd"}
     assert {k for k, _, _ in covered} == kinds
     assert {(c, d) for _, c, d in covered} == {(c, d) for c in ("lstm", "gru", "rnn_tanh", "rnn_relu")
                                                for d in ("bf16", "fp32", "fp64")}
     assert all(h in {h for r in rows for h in r["H"]} for h in SMALL_AND_ODD_H)
-    assert any(r["kind"].startswith("coop") and min(r["H"]) <= 8 for r in rows), "no resident kernel for H <= 8"
+    assert any(r["kind"].startswith("resident") and min(r["H"]) <= 8 for r in rows), "no resident kernel for H <= 8"
     failed = [f"{r['kind']} {r['cell']} {r['dtype']} H={r['H']}: {r['error']}" for r in rows if not r["ok"]]
     assert not failed, failed
     barrier = [f"{r['kind']} {r['cell']} {r['dtype']} H={r['H']}: {r['barrier']}" for r in rows if r.get("barrier")]
@@ -109,8 +110,8 @@ def test_relu_compiles_to_nan_propagating_code(tmp_path):
         import nan_toy
         out = {}
         for dtype in ("bf16", "fp64"):
-            for kind, H in (("step_fwd", 64), ("tiled_fwd", 64), ("coop_fwd", 64), ("streamed_fwd", 1024),
-                            ("step_bwd", 64), ("coop_bwd", 64)):
+            for kind, H in (("step_fwd", 64), ("tiled_fwd", 64), ("resident_fwd", 64), ("streamed_fwd", 1024),
+                            ("step_bwd", 64), ("resident_bwd", 64)):
                 flags = dict(save=True, fuse_input=kind == "step_fwd") if kind.endswith("fwd") else {}
                 ptx, _ = r.ptx_of(kind, "rnn_relu", dtype, H, 16, **flags)
                 out[f"{kind} {dtype}"] = r.nan_dropping_minmax(ptx)
@@ -218,8 +219,8 @@ _RELAXED_FENCED_POLL = ('tl.inline_asm_elementwise("fence.acq_rel.gpu;\\n\\tmov.
 
 
 def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
-    """The cooperative kernels as dispatch builds them (resident _coop_fwd/_coop_bwd at H=64, streamed = _tiled_* with
-    COOP=True at H=1024; LSTM and GRU, bf16, B=16; training and, forward, inference), read from their PTX
+    """The cooperative kernels as dispatch builds them (_coop_fwd/_coop_bwd: resident at H=64, streamed, RESIDENT=False,
+    at H=1024; LSTM and GRU, bf16, B=16; training and, forward, inference), read from their PTX
     (``bench.resources.barrier_violations``, which follows the registers computed from p_bar and from p_y / p_dhp):
     the arrival is a release add at GPU scope; every poll is an acquire read at GPU scope; the time loop (the loop
     holding the arrival) spins on a poll; and every read of what other programs wrote (h_{t-1} through y, the
@@ -241,7 +242,7 @@ def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
         from triton.backends.compiler import GPUTarget
         from bench import resources as r
         out = {}
-        for kind, H in (("coop_fwd", 64), ("coop_bwd", 64), ("streamed_fwd", 1024), ("streamed_bwd", 1024)):
+        for kind, H in (("resident_fwd", 64), ("resident_bwd", 64), ("streamed_fwd", 1024), ("streamed_bwd", 1024)):
             flag_sets = [{}]
             if kind.endswith("fwd"):  # training, and inference (the input projection fused)
                 flag_sets = [dict(save=True, fuse_input=False), dict(save=False, fuse_input=True)]
@@ -261,7 +262,7 @@ def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
                                options=dict(num_warps=1, enable_fp_fusion=True))
             out[f"toy {mode}"] = r.barrier_violations(k.asm["ptx"], r.ptx_params(src), ("p_y", ))
         r._SRC = sys.argv[3]  # kernels/ with the relaxed, fenced polls
-        ptx, params = r.ptx_of("coop_fwd", "gru", "bf16", 64, 16)
+        ptx, params = r.ptx_of("resident_fwd", "gru", "bf16", 64, 16)
         assert "fence.acq_rel.gpu" in ptx
         out["relaxed polls + fence"] = r.barrier_violations(ptx, params, r.SHARED["fwd"])
         json.dump(out, open(sys.argv[1], "w"))

@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 from _helpers import DEVICE, ON_GPU, assert_close, kernels_ran, make_pair
-from fusedrnn import launch
+from fusedrnn import launch, schedule
 
 F32 = torch.float32
 T, B, I, H = 5, 3, 4, 6
@@ -106,7 +106,7 @@ def test_packed_input_refuses_capture(monkeypatch):
     torch.manual_seed(0)
     ref, fused = make_pair("lstm", I, H)
     x = pack_padded_sequence(torch.randn(T, B, I), [T, T - 1, 2])
-    monkeypatch.setattr(launch, "_capturing", lambda device: True)
+    monkeypatch.setattr(schedule, "_capturing", lambda device: True)
     with kernels_ran(), pytest.raises(RuntimeError, match="cannot be captured in a CUDA graph"):
         fused(x)
 

@@ -1,9 +1,9 @@
 """Many programs on CPU (issue 20, item 7): the interpreter's grid modes of tests/_grid.py.
 
-Threaded mode: the cooperative kernels, resident (``_coop_*_kernel``) and streamed (``_tiled_*_kernel`` with COOP
-on a cooperative grid), with several hidden slices and batch tiles that meet at their grid barriers, even and
-uneven, against torch.nn in float64: dense, packed (unsorted lengths), both directions, two layers; outputs, final
-states and every gradient. Under the plain interpreter these grids would wait forever at their first barrier.
+Threaded mode: the cooperative kernels (``_coop_*_kernel``), resident and streamed (``RESIDENT`` True and False),
+with several hidden slices and batch tiles that meet at their grid barriers, even and uneven, against torch.nn in
+float64: dense, packed (unsorted lengths), both directions, two layers; outputs, final states and every gradient.
+Under the plain interpreter these grids would wait forever at their first barrier.
 
 Program-order mode: the step kernels and the batch-tiled persistent kernels, run with their programs in grid,
 reversed and shuffled order, give bitwise the same results (no race between the programs of a launch).
@@ -12,8 +12,8 @@ Each mode is shown to be able to fail: a toy kernel that waits for a counter nob
 deadlock within its timeout, its threads gone; a toy kernel with a cross-program race differs between orders.
 
 The tests force what the dispatcher would not choose on a CPU: ``fusedrnn.use_kernel("cooperative")``, a
-cooperative plan with small tiles (``launch.coop_plan`` patched: on a CPU ``coop_config`` plans a single program),
-and, for the streamed variant, the SM count ``_launch_persistent`` hands ``coop_grid`` (``launch.coop_grid``
+cooperative plan with small tiles (``dispatch.coop_plan`` patched: on a CPU ``coop_config`` plans a single program),
+and, for the streamed variant, the SM count ``dispatch.coop_launch_grid`` hands ``coop_grid`` (``dispatch.coop_grid``
 patched: it passes 1 SM for non-CUDA devices). ``launch.launch_counts`` proves which kernel ran and the mode's
 record of launches that their grids had several programs.
 """
@@ -32,18 +32,18 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import _grid
 import fusedrnn
 from _helpers import assert_close, make_pair
-from fusedrnn import launch
+from fusedrnn import dispatch, launch
 from fusedrnn.autotune import runtime as autotune_runtime
 from fusedrnn.autotune import spaces
-from fusedrnn.autotune.spaces import StepConfig
+from fusedrnn.autotune.spaces import KernelConfig
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="grid modes of the Triton interpreter (a GPU runs the cooperative grids for "
                                        "real: tests/test_persistent.py)")
 
 F64 = torch.float64
-KERNELS = {"cooperative": ("_coop_fwd_kernel", "_coop_bwd_kernel", "coop_fwd", "coop_bwd"),
-           "streamed": ("_tiled_fwd_kernel", "_tiled_bwd_kernel", "streamed_fwd", "streamed_bwd"),
+KERNELS = {"resident": ("_coop_fwd_kernel", "_coop_bwd_kernel", "resident_fwd", "resident_bwd"),
+           "streamed": ("_coop_fwd_kernel", "_coop_bwd_kernel", "streamed_fwd", "streamed_bwd"),
            "tiled": ("_tiled_fwd_kernel", "_tiled_bwd_kernel", "tiled_fwd", "tiled_bwd"),
            "step": ("_step_fwd_kernel", "_step_bwd_kernel", "step_fwd", "step_bwd")}
 
@@ -103,12 +103,12 @@ def _cooperative_case(monkeypatch, variant, cell, *, H, B, block_h, sms=None, T=
                       want_grid):
     """One bidirectional (``layers``-layer) run of ``cell`` through the ``variant`` cooperative kernel in the
     threaded mode, against torch.nn; every launch's grid must be ``want_grid`` (hidden programs, batch tiles)."""
-    plan = StepConfig(BLOCK_B=2, BLOCK_H=block_h, BLOCK_K=triton.next_power_of_2(H), num_warps=1, num_stages=1,
+    plan = KernelConfig(BLOCK_B=2, BLOCK_H=block_h, BLOCK_K=triton.next_power_of_2(H), num_warps=1, num_stages=1,
                       variant=variant)
-    monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (plan, None))
+    monkeypatch.setattr(dispatch, "coop_plan", lambda *a, **k: (plan, None))
     if sms is not None:
         real = spaces.coop_grid
-        monkeypatch.setattr(launch, "coop_grid", lambda cfg, hidden, batch, _sms: real(cfg, hidden, batch, sms))
+        monkeypatch.setattr(dispatch, "coop_grid", lambda cfg, hidden, batch, _sms: real(cfg, hidden, batch, sms))
     ref, fused, x, hx = _inputs(cell, T=T, B=B, I=I, H=H, layers=layers, lengths=lengths)
     fwd, bwd, fwd_count, bwd_count = KERNELS[variant]
     with warnings.catch_warnings():
@@ -129,14 +129,14 @@ def _cooperative_case(monkeypatch, variant, cell, *, H, B, block_h, sms=None, T=
 def test_resident_many_programs_dense(cell, H, B, grid, monkeypatch):
     """Resident cooperative kernel: every program keeps its W_hh slice, c and carries for the whole sequence; the
     slices of a batch tile exchange h (forward) and dHp (backward) through memory at every step's barrier."""
-    _cooperative_case(monkeypatch, "cooperative", cell, H=H, B=B, block_h=4, want_grid=grid)
+    _cooperative_case(monkeypatch, "resident", cell, H=H, B=B, block_h=4, want_grid=grid)
 
 
 @pytest.mark.parametrize("cell,lengths", [("lstm", [3, 5, 1, 4]), ("rnn_tanh", [5, 4, 4, 2])])
 def test_resident_many_programs_packed_two_layers(cell, lengths, monkeypatch):
     """Packed, lengths unsorted (lstm) or sorted (rnn_tanh): batch tiles whose rows end at different steps, reverse
     sequences starting at their own last element; two bidirectional layers (the second reads 2H inputs)."""
-    _cooperative_case(monkeypatch, "cooperative", cell, H=6, B=4, block_h=4, T=5, layers=2, lengths=lengths,
+    _cooperative_case(monkeypatch, "resident", cell, H=6, B=4, block_h=4, T=5, layers=2, lengths=lengths,
                       want_grid=(2, 2))
 
 
@@ -146,7 +146,8 @@ def test_resident_many_programs_packed_two_layers(cell, lengths, monkeypatch):
 ])
 def test_streamed_many_programs_dense(cell, H, block_h, sms, grid, monkeypatch):
     """Streamed cooperative variant: each program walks hidden chunks i, i + n_h, ... with the batch-tiled
-    kernels' code, re-reading their W_hh rows every step, and every step ends at the batch tile's barrier."""
+    kernels' tile code (c in memory), re-reading their W_hh rows every step, and every step ends at the batch
+    tile's barrier."""
     _cooperative_case(monkeypatch, "streamed", cell, H=H, B=3, block_h=block_h, sms=sms, want_grid=grid)
 
 
@@ -158,14 +159,14 @@ def test_streamed_many_programs_packed_two_layers(monkeypatch):
 
 def test_resident_many_programs_inference(monkeypatch):
     """Without grad the resident forward fuses the input projection (x_t @ W_ih^T inside, in BLOCK_K blocks)."""
-    plan = StepConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=2, num_warps=1, num_stages=1, variant="cooperative")
-    monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (plan, None))
+    plan = KernelConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=2, num_warps=1, num_stages=1, variant="resident")
+    monkeypatch.setattr(dispatch, "coop_plan", lambda *a, **k: (plan, None))
     ref, fused, x, hx = _inputs("lstm", T=4, B=3, I=5, H=6, layers=1, lengths=None)
     with torch.no_grad(), fusedrnn.use_backend("triton"), fusedrnn.use_kernel("cooperative"), \
             _grid.threaded() as mode:
         (out, states), counts = _launched(lambda: fused(x, hx))
         want_out, want_states = ref(x, hx)
-    assert counts == {"coop_fwd": 2} and mode.grids("_coop_fwd_kernel") == [(2, 2, 1)] * 2, mode.launches
+    assert counts == {"resident_fwd": 2} and mode.grids("_coop_fwd_kernel") == [(2, 2, 1)] * 2, mode.launches
     assert_close("output", want_out, out, F64)
     for w, g in zip(want_states, states):
         assert_close("final state", w, g, F64)
@@ -198,13 +199,13 @@ def _order_case(kernel, cell, cfg, *, T, B, H, layers, lengths, want_programs):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_step_kernels_program_order(cell):
     """Step kernels, packed with unsorted lengths, both directions: 2 x 2 programs per step (row tiles x slices)."""
-    cfg = StepConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4, num_warps=1, num_stages=1, variant="step")
+    cfg = KernelConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4, num_warps=1, num_stages=1, variant="step")
     _order_case("step", cell, cfg, T=3, B=4, H=6, layers=1, lengths=[2, 3, 1, 3], want_programs=4)
 
 
 def test_tiled_kernels_program_order():
     """Batch-tiled persistent kernels: one program per row, both directions, packed, unsorted."""
-    cfg = StepConfig(BLOCK_B=1, BLOCK_H=8, BLOCK_K=8, num_warps=1, num_stages=1, variant="tiled")
+    cfg = KernelConfig(BLOCK_B=1, BLOCK_H=8, BLOCK_K=8, num_warps=1, num_stages=1, variant="tiled")
     _order_case("tiled", "gru", cfg, T=4, B=4, H=5, layers=1, lengths=[3, 4, 1, 2], want_programs=4)
 
 

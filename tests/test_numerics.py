@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import fusedrnn
-from fusedrnn import launch
-from fusedrnn.autotune import StepConfig
+from fusedrnn import dispatch
+from fusedrnn.autotune import KernelConfig
 from _helpers import assert_close, kernels_ran, make_pair
 from test_parity import CELLS, HIDDEN, INPUT, compare
 
@@ -71,11 +71,11 @@ def test_gradcheck_float64(cell, layers, bidirectional, fast):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("config", [StepConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4), StepConfig(4, 8, 2)])
+@pytest.mark.parametrize("config", [KernelConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4), KernelConfig(4, 8, 2)])
 def test_many_programs_and_k_tiles(cell, config, monkeypatch):
     """Blocks smaller than the problem (B=5, H=6): several programs per step, several K iterations, masked
     tails in every dimension."""
-    monkeypatch.setattr(launch, "step_config", lambda *args, **kwargs: config)
+    monkeypatch.setattr(dispatch, "kernel_config", lambda *args, **kwargs: config)
     compare(cell, 1, True, False, True, 5, 3, seed=1)
 
 

@@ -16,10 +16,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedrnn
 from _helpers import TOL, assert_close, kernels_ran, make_pair
-from fusedrnn import launch
+from fusedrnn import calls, dispatch, launch
 from fusedrnn.autotune import runtime as autotune_runtime
 from fusedrnn.autotune import spaces
-from fusedrnn.autotune.spaces import KNOWN_GPUS, StepConfig
+from fusedrnn.autotune.spaces import KNOWN_GPUS, KernelConfig
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 F64 = torch.float64
@@ -27,18 +27,18 @@ ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
 NEEDS_GPU = pytest.mark.skipif(not ON_GPU, reason="compiled multi-program cooperative grids at GPU sizes (on the CPU: "
                                                   "tests/test_grid_modes.py, the threaded interpreter mode)")
-KERNEL_NAMES = {"tiled": ("tiled_fwd", "tiled_bwd"), "cooperative": ("coop_fwd", "coop_bwd"),
+KERNEL_NAMES = {"tiled": ("tiled_fwd", "tiled_bwd"), "cooperative": ("resident_fwd", "resident_bwd"),
                 "streamed": ("streamed_fwd", "streamed_bwd")}
 #: The streamed cooperative variant under the interpreter: small tiles, so a program walks several hidden chunks
 #: and K blocks and a batch has several tiles (each tile's programs meet at their own barrier, which a single
 #: hidden program passes at once).
-STREAMED = StepConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4, num_warps=1, num_stages=1, variant="streamed")
+STREAMED = KernelConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4, num_warps=1, num_stages=1, variant="streamed")
 
 
 @pytest.fixture
 def streamed(monkeypatch):
     """Make "cooperative" mean the streamed variant (``STREAMED``) wherever it is asked for."""
-    monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (STREAMED, None))
+    monkeypatch.setattr(dispatch, "coop_plan", lambda *a, **k: (STREAMED, None))
 
 
 def _forced(kernel):
@@ -115,7 +115,7 @@ def test_parity_packed_unsorted_two_layers(cell, kernel):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_tiled_many_programs_chunks_and_k_blocks(cell):
     """Several batch tiles, hidden chunks and K blocks per program (forced small tiles), odd sizes."""
-    tiles = StepConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4, num_warps=1, num_stages=1, variant="tiled")
+    tiles = KernelConfig(BLOCK_B=2, BLOCK_H=4, BLOCK_K=4, num_warps=1, num_stages=1, variant="tiled")
     with autotune_runtime.forced(tiles):
         _compare(cell, "tiled", B=5, T=4, I=3, H=10, bidirectional=False, lengths=[4, 2, 4, 1, 3])
 
@@ -125,7 +125,7 @@ def test_tiled_many_programs_chunks_and_k_blocks(cell):
 def test_inference_fuses_the_input_projection(cell, kernel, monkeypatch):
     """Without grad the persistent kernels compute x_t @ W_ih^T inside (no [T, B, G*H] buffer): same values."""
     if kernel == "streamed":
-        monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (STREAMED, None))
+        monkeypatch.setattr(dispatch, "coop_plan", lambda *a, **k: (STREAMED, None))
     torch.manual_seed(1)
     ref, fused = make_pair(cell, 5, 7, dtype=F64, bidirectional=True)
     x = torch.randn(6, 3, 5, dtype=F64)
@@ -192,7 +192,7 @@ def test_forcing_a_persistent_kernel_with_a_projection_is_an_error():
 def test_auto_heuristic():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     h100 = KNOWN_GPUS["H100"]
-    pick = launch.choose_kernel
+    pick = dispatch.choose_kernel
     assert pick("lstm", torch.float32, cpu, 255, 4, 8, False) == "step"
     assert pick("lstm", torch.float32, cpu, 256, 4, 8, False) == "tiled"
     assert pick("lstm", torch.float32, cpu, 10_000, 4, 8, True) == "step"  # projections: step only
@@ -202,8 +202,8 @@ def test_auto_heuristic():
     assert pick("rnn_tanh", torch.float16, cuda, 64, 8, 256, False, h100) == "cooperative"
     # The resident variant where the W_hh slice fits registers, the streamed one beyond (the issue's headline
     # shape); no cooperative grid with so many batch tiles that the batch-tiled kernel fills the GPU alone.
-    assert launch._choose("gru", torch.bfloat16, cuda, 1024, 16, 128, False, h100)[1].variant == "cooperative"
-    kernel, plan = launch._choose("lstm", torch.bfloat16, cuda, 1024, 16, 768, False, h100)
+    assert dispatch.choose("gru", torch.bfloat16, cuda, 1024, 16, 128, False, h100)[1].variant == "resident"
+    kernel, plan = dispatch.choose("lstm", torch.bfloat16, cuda, 1024, 16, 768, False, h100)
     assert kernel == "cooperative" and plan.variant == "streamed"
     assert pick("lstm", torch.bfloat16, cuda, 1024, 10_000, 768, False, h100) == "tiled"
     assert pick("lstm", torch.bfloat16, cuda, 100, 10_000, 768, False, h100) == "step"
@@ -212,22 +212,22 @@ def test_auto_heuristic():
 def test_coop_plan_refuses_what_cannot_be_resident(monkeypatch):
     cuda = torch.device("cuda")
     few = dataclasses.replace(KNOWN_GPUS["H100"], sms=2)
-    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, few)  # 2 slices of 64: resident
-    assert plan.variant == "cooperative" and spaces.coop_grid(plan, 128, 16, few.sms) == (2, 1)
-    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 16, few)  # too many slices: streamed
+    plan, why = dispatch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, few)  # 2 slices of 64: resident
+    assert plan.variant == "resident" and spaces.coop_grid(plan, 128, 16, few.sms) == (2, 1)
+    plan, why = dispatch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 16, few)  # too many slices: streamed
     assert plan.variant == "streamed" and spaces.coop_grid(plan, 256, 16, few.sms) == (2, 1)
-    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 65, few)  # 2 batch tiles
+    plan, why = dispatch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 65, few)  # 2 batch tiles
     assert plan is None and "batch tiles" in why
     for H, B, grid in ((768, 16, (48, 1)), (1024, 64, (64, 1)), (4096, 16, (128, 1)), (1024, 256, (32, 4))):
-        plan, why = launch.coop_plan("lstm", torch.bfloat16, cuda, H, B, KNOWN_GPUS["H100"])
+        plan, why = dispatch.coop_plan("lstm", torch.bfloat16, cuda, H, B, KNOWN_GPUS["H100"])
         assert plan.variant == "streamed" and spaces.coop_grid(plan, H, B, 132) == grid, (H, B)
     monkeypatch.setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "50")
-    plan, why = launch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, KNOWN_GPUS["H100"])
+    plan, why = dispatch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, KNOWN_GPUS["H100"])
     assert plan is None and "MPS" in why
 
 
 def test_forced_cooperative_falls_back_to_tiled_when_refused(monkeypatch):
-    monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (None, "a test says no"))
+    monkeypatch.setattr(dispatch, "coop_plan", lambda *a, **k: (None, "a test says no"))
     torch.manual_seed(4)
     ref, fused = make_pair("gru", 3, 4, dtype=F64)
     x = torch.randn(5, 2, 3, dtype=F64)
@@ -255,8 +255,8 @@ def test_cooperative_launch_the_driver_refuses_falls_back_to_tiled(monkeypatch):
     """The launcher asks for a cooperative launch; a grid the driver will not start all at once (other work
     holds SMs, say) runs batch-tiled with a warning, forward and backward, and gives torch.nn's results. Any other
     launch error propagates."""
-    monkeypatch.setattr(launch, "_coop_fwd_kernel", _RefusedLaunch())
-    monkeypatch.setattr(launch, "_coop_bwd_kernel", _RefusedLaunch())
+    monkeypatch.setitem(calls.KERNELS, "resident_fwd", _RefusedLaunch())
+    monkeypatch.setitem(calls.KERNELS, "resident_bwd", _RefusedLaunch())
     torch.manual_seed(4)
     ref, fused = make_pair("lstm", 3, 4, dtype=F64)
     x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
@@ -267,7 +267,7 @@ def test_cooperative_launch_the_driver_refuses_falls_back_to_tiled(monkeypatch):
     assert_close("output", want[0], got[0], F64)
     for name, a, b in [*zip(("h", "c"), want[1], got[1]), *zip(("dx", "dW_ih", "dW_hh"), want[2], got[2])]:
         assert_close(name, a, b, F64)
-    monkeypatch.setattr(launch, "_coop_fwd_kernel", _RefusedLaunch("Triton Error [CUDA]: an illegal memory access"))
+    monkeypatch.setitem(calls.KERNELS, "resident_fwd", _RefusedLaunch("Triton Error [CUDA]: an illegal memory access"))
     with fusedrnn.use_backend("triton"), fusedrnn.use_kernel("cooperative"), torch.no_grad(), \
             pytest.raises(RuntimeError, match="illegal memory"):
         fused(x)
@@ -318,7 +318,7 @@ def test_inference_memory_does_not_grow_with_T(cell, kernel, monkeypatch):
     w_ih, w_hh = torch.randn(spec.gates * H, I), torch.randn(spec.gates * H, H)
     b_ih, b_hh = torch.randn(spec.gates * H), torch.randn(spec.gates * H)
     if kernel == "streamed":
-        monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (STREAMED, None))
+        monkeypatch.setattr(dispatch, "coop_plan", lambda *a, **k: (STREAMED, None))
     sizes = {}
     for T in (6, 12):
         x = torch.randn(T, B, I)
@@ -458,8 +458,8 @@ def _gpu_against_torch(cell, H, B, names, T=40, I=8):
 def test_cooperative_multi_program_gpu(cell):
     """Many resident programs (hidden slices x batch tiles) meeting at the grid barrier."""
     H, B = 64, 40  # 4 hidden slices of 16, one batch tile of 64 rows (40 used)
-    plan, why = launch.coop_plan(cell, torch.float32, torch.device("cuda"), H, B)
-    if plan is None or plan.variant != "cooperative":
+    plan, why = dispatch.coop_plan(cell, torch.float32, torch.device("cuda"), H, B)
+    if plan is None or plan.variant != "resident":
         pytest.skip(why or f"{cell} H={H} runs {plan.variant}")
     _gpu_against_torch(cell, H, B, KERNEL_NAMES["cooperative"])
 
@@ -471,11 +471,11 @@ def test_streamed_multi_program_gpu(cell, sms, monkeypatch):
     """The streamed variant: 13 chunks of 16 units (H=200: the last one partial) x 3 batch tiles, one chunk per
     program, or (a GPU of 8 SMs, pretended) 2 programs per batch tile walking 6-7 chunks each."""
     H, B = 200, 40
-    plan = StepConfig(BLOCK_B=16, BLOCK_H=16, BLOCK_K=64, num_warps=4, num_stages=3, variant="streamed")
-    monkeypatch.setattr(launch, "coop_plan", lambda *a, **k: (plan, None))
+    plan = KernelConfig(BLOCK_B=16, BLOCK_H=16, BLOCK_K=64, num_warps=4, num_stages=3, variant="streamed")
+    monkeypatch.setattr(dispatch, "coop_plan", lambda *a, **k: (plan, None))
     if sms is not None:
-        real = launch.device_limits
-        monkeypatch.setattr(launch, "device_limits", lambda d: dataclasses.replace(real(d), sms=sms))
+        real = dispatch.device_limits
+        monkeypatch.setattr(dispatch, "device_limits", lambda d: dataclasses.replace(real(d), sms=sms))
     _gpu_against_torch(cell, H, B, KERNEL_NAMES["streamed"])
 
 
@@ -489,7 +489,7 @@ def test_cooperative_packed_gpu():
 def test_streamed_packed_gpu(monkeypatch):
     """Packed, both directions, 2 layers, through the streamed variant chosen by dispatch itself (H=768: the
     resident slice would not fit), in float64."""
-    plan, why = launch.coop_plan("gru", torch.float64, torch.device("cuda"), 768, 40)
+    plan, why = dispatch.coop_plan("gru", torch.float64, torch.device("cuda"), 768, 40)
     assert plan is not None and plan.variant == "streamed", why
     _compare("gru", "streamed", B=40, T=9, I=8, H=768, layers=2, lengths=list(range(9, 0, -1)) * 4 + [3] * 4,
              dtype=torch.float64, device="cuda")
