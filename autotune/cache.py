@@ -37,7 +37,7 @@ import warnings
 from pathlib import Path
 
 from .keys import Key
-from .spaces import VARIANTS, StepConfig
+from .spaces import VARIANTS, KernelConfig
 
 CACHE_FORMAT = "fusedrnn-autotune"
 #: Bump when the key or the meaning of a config changes: files of another version are ignored.
@@ -109,7 +109,7 @@ def _check_document(doc) -> dict:
             Key.parse(key)
             if not isinstance(entry, dict):
                 raise ValueError("entry is not an object")
-            StepConfig.from_dict(entry.get("config"))
+            KernelConfig.from_dict(entry.get("config"))
         except (TypeError, ValueError) as e:
             raise CacheError(f"entry {key!r}: {e}") from None
     return entries
@@ -141,10 +141,10 @@ def read_entries(path: Path, what: str = "autotune cache") -> dict:
 
 
 def configs_of(entries: dict) -> dict:
-    """{key string: StepConfig} of raw entries, without those whose variant this fusedrnn does not know."""
+    """{key string: KernelConfig} of raw entries, without those whose variant this fusedrnn does not know."""
     out = {}
     for key, entry in entries.items():
-        cfg = StepConfig.from_dict(entry["config"])
+        cfg = KernelConfig.from_dict(entry["config"])
         if cfg.variant in VARIANTS:
             out[key] = cfg
     return out
@@ -214,7 +214,7 @@ def merge_write(path: Path, new_entries: dict, what: str = "autotune cache") -> 
     """
     for key, entry in new_entries.items():  # refuse to write what could not be read back
         Key.parse(key)
-        StepConfig.from_dict(entry["config"])
+        KernelConfig.from_dict(entry["config"])
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path):
         entries = dict(read_entries(path, what))
@@ -232,7 +232,7 @@ class Store:
     def __init__(self, user_file: Path | None = None, tables_dir: Path | None = None):
         self._user_file = Path(user_file) if user_file is not None else None
         self.tables_dir = Path(tables_dir) if tables_dir is not None else SHIPPED_TABLES_DIR
-        self._user: dict | None = None  # key string -> StepConfig
+        self._user: dict | None = None  # key string -> KernelConfig
         self._user_raw: dict | None = None
         self._shipped: dict | None = None
         self._shipped_raw: dict | None = None
@@ -270,7 +270,7 @@ class Store:
         return self._shipped_raw
 
     def lookup(self, key: str):
-        """(StepConfig, "user" | "shipped") for a key string, or None: the user cache first, then the tables."""
+        """(KernelConfig, "user" | "shipped") for a key string, or None: the user cache first, then the tables."""
         if self._user is None:
             self._load_user()
         cfg = self._user.get(key)
@@ -291,3 +291,10 @@ class Store:
             self._user_raw = entries
             self._user = configs_of(entries)
         return entries
+
+    def remember(self, key: str, config) -> None:
+        """Look ``key`` up as ``config`` (a KernelConfig) in this process only: for a tuned entry whose write to
+        the user cache failed."""
+        if self._user is None:
+            self._load_user()
+        self._user[key] = config

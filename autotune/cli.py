@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import presets, runtime
 from .keys import Key, batch_bucket, triton_version
-from .spaces import KNOWN_GPUS, StepConfig, candidates, device_limits, known_limits
+from .spaces import KNOWN_GPUS, KernelConfig, candidates, device_limits, known_limits
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_argument_group("what to tune (presets and explicit shapes add up)")
     what.add_argument("--preset", nargs="+", default=[], metavar="NAME",
-                      help=f"shape presets: bench (every benchmark shape set), {', '.join(presets.shape_sets())}")
+                      help=f"shape presets: bench (every benchmark shape set), {', '.join(presets.PRESETS)}")
     what.add_argument("--hidden", nargs="+", type=int, default=[], metavar="H", help="hidden sizes")
     what.add_argument("--batch", nargs="+", type=int, default=[64], metavar="B", help="batch sizes (bucketed)")
     what.add_argument("--input-size", type=int, default=0, metavar="I", help="input size of --modes decode (default H)")
@@ -161,7 +161,7 @@ def _summary(rows, failed=(), stream=None) -> None:
               f"{'tuned':>9} {'gain':>6}  config", file=stream)
         for r in rows:
             k = Key.parse(r["key"])
-            cfg = StepConfig.from_dict(r["config"])
+            cfg = KernelConfig.from_dict(r["config"])
             print(f"{k.kernel:8} {k.cell:8} {k.dtype:12} {k.H:>5} {k.K:>5} {k.I:>4} {k.B:>4} "
                   f"{r['heuristic_us']:8.2f}us {r['us']:7.2f}us {r['gain']:5.2f}x  {cfg.short()}", file=stream)
         groups = {}

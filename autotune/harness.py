@@ -4,67 +4,22 @@ The tuner never calls a kernel with an argument list of its own: it runs ``fused
 run) on random inputs of the problem's shape under a forced configuration, records the Triton launches the
 launcher makes, and times the replay of exactly those launches. So the timing covers the kernels only (not the
 input GEMM or the launcher's other torch ops), it captures in a CUDA graph, and kernel signatures can change
-without touching the tuner. This file is the one place that knows the launcher's call signatures.
+without touching the tuner. The launches are recorded where every kernel is launched, ``fusedrnn.calls``
+(``calls.recording``): nothing here wraps or replaces the launcher's globals. This file is the one place that
+knows the launcher's call signatures.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 
 from .runtime import forced
-from .spaces import Problem, StepConfig
+from .spaces import Problem, KernelConfig
 
-#: Modules whose Triton kernels (module globals) the recorder wraps: where the launchers look them up.
-LAUNCH_MODULES = ("fusedrnn.launch",)
 #: Input width of a non-fused forward (I = 0 in the key): the kernel never reads it, keep its GEMM small.
 UNFUSED_INPUT = 16
 _DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "float32-tf32": "float32",
            "float64": "float64"}
-
-
-class Launches(list):
-    """Recorded kernel launches: (kernel, grid, args, kwargs) in launch order."""
-
-    def replay(self) -> None:
-        for kernel, grid, args, kwargs in self:
-            kernel[grid](*args, **kwargs)
-
-
-class _Recording:
-    def __init__(self, kernel, log: Launches, launch: bool):
-        self._kernel, self._log, self._launch = kernel, log, launch
-
-    def __getitem__(self, grid):
-        def run(*args, **kwargs):
-            self._log.append((self._kernel, grid, args, kwargs))
-            if self._launch:
-                return self._kernel[grid](*args, **kwargs)
-            return None
-        return run
-
-    def __getattr__(self, name):
-        return getattr(self._kernel, name)
-
-
-@contextlib.contextmanager
-def recording(launch: bool = True):
-    """Within the block, every Triton kernel the launchers start is logged (and, with ``launch``, run)."""
-    from triton.runtime.jit import KernelInterface
-
-    log = Launches()
-    patched = []
-    try:
-        for name in LAUNCH_MODULES:
-            mod = importlib.import_module(name)
-            for attr, value in list(vars(mod).items()):
-                if isinstance(value, KernelInterface):
-                    setattr(mod, attr, _Recording(value, log, launch))
-                    patched.append((mod, attr, value))
-        yield log
-    finally:
-        for mod, attr, value in patched:
-            setattr(mod, attr, value)
 
 
 @contextlib.contextmanager
@@ -130,7 +85,7 @@ class Harness:
                                     y=y, saved=saved, cs=cs, hr=hr)
 
     @contextlib.contextmanager
-    def _context(self, cfg: StepConfig):
+    def _context(self, cfg: KernelConfig):
         import torch
 
         import fusedrnn
@@ -151,15 +106,18 @@ class Harness:
             w_ih=self.w_ih, w_hh=self.w_hh, w_hr=self.w_hr, has_bias=True, batch_sizes=None, reverse=False,
             y=b["y"], saved=b["saved"], cs=b["cs"], hr=b["hr"])
 
-    def run(self, cfg: StepConfig, launch: bool = True):
+    def run(self, cfg: KernelConfig, launch: bool = True):
         """(outputs, launches): copies of the launcher's results under ``cfg`` (what a configuration must not
-        change) and the kernel launches it made.
+        change) and the kernel launches it made (``fusedrnn.calls.Launches``; with ``launch=False`` they are only
+        recorded, and the outputs hold whatever their buffers held).
 
         Forward: y, h_n, c_n, the saved activations, the cell states after each step (cs[1:]; cs[0] is not
         written) and h before the projection. Backward: every gradient. Copies, because some results alias
         buffers that replaying the launches overwrites (the backward's carries).
         """
-        with self._context(cfg), recording(launch) as log:
+        from fusedrnn import calls
+
+        with self._context(cfg), calls.recording(run=launch) as log:
             if self.problem.kernel.endswith("_fwd"):
                 y, h_n, c_n, saved, cs, hr = self._forward()
                 out = (y, h_n, c_n, saved, cs[1:] if cs.numel() else cs, hr)
@@ -170,8 +128,9 @@ class Harness:
             raise RuntimeError(f"the launcher made no kernel launch for {self.problem}")
         return out, log
 
-    def replay_fn(self, launches: Launches):
-        """A function that re-runs exactly the recorded launches (with the precision they were recorded in)."""
+    def replay_fn(self, launches):
+        """A function that re-runs exactly the recorded launches (``fusedrnn.calls.Launches``; their arguments
+        carry the precision they were recorded in)."""
         def fn():
             launches.replay()
         fn.launches = launches

@@ -31,10 +31,12 @@ _DTYPE_NAMES = {"torch.float16": "float16", "torch.bfloat16": "bfloat16", "torch
 _gpu_names: dict = {}
 
 
-def batch_bucket(batch: int) -> int:
-    """Batch bucket of a key: next power of two of ``batch``, clamped to [BUCKET_MIN, BUCKET_MAX]."""
+def batch_bucket(batch: int, low: int = BUCKET_MIN, high: int | None = BUCKET_MAX) -> int:
+    """The power of two at or above ``batch``, clamped to [low, high] (``high`` None: no cap). With the defaults,
+    the batch bucket of a key; the heuristic sizes its batch tile with it too (``low=1, high=64``)."""
     b = 1 << max(int(batch) - 1, 0).bit_length()
-    return min(max(b, BUCKET_MIN), BUCKET_MAX)
+    b = max(b, low)
+    return b if high is None else min(b, high)
 
 
 def triton_version() -> str:

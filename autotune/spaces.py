@@ -9,8 +9,8 @@ A kernel *variant* is one implementation of launcher kernels: "step" (one launch
 its programs run the step kernels' tile code over all hidden chunks, so the same space and resource model
 apply). Each is an entry of ``VARIANTS``: a name, the kernels it implements, a candidate generator and a
 resource model; the tuner and the cache need nothing else. Which variant runs a layer is
-``fusedrnn.launch.choose_kernel``'s decision (it depends on T, which keys leave out); the cooperative kernel is
-not tuned here: its tiles follow from the GPU's SM count (``fusedrnn.launch.coop_plan``).
+``fusedrnn.dispatch.choose_kernel``'s decision (it depends on T, which keys leave out); the cooperative kernel is
+not tuned here: its tiles follow from the GPU's SM count (``fusedrnn.dispatch.coop_plan``).
 
 Resource model (estimates, before anything is compiled; ``step_resources``)
 --------------------------------------------------------------------------
@@ -58,23 +58,24 @@ from typing import Callable, Iterable
 
 import triton
 
+from fusedrnn.cells import CELLS
+
+from .keys import batch_bucket
+
 KERNELS = ("step_fwd", "step_bwd", "tiled_fwd", "tiled_bwd")
-#: cell -> (G gates, NS saved activations per hidden unit); the same numbers as fusedrnn.launch.CELLS, kept here so
-#: that this module imports neither torch nor the launcher.
-CELL_SHAPES = {"lstm": (4, 4), "gru": (3, 4), "rnn_tanh": (1, 1), "rnn_relu": (1, 1)}
 #: dtype name (as in keys) -> (bytes per tensor element, bytes per accumulator element).
 DTYPE_BYTES = {"float16": (2, 4), "bfloat16": (2, 4), "float32": (4, 4), "float32-tf32": (4, 4),
                "float64": (8, 8)}
 
 
-#: ptxas's register limit for the batch-tiled and streamed persistent kernels (``StepConfig.launch_options``):
+#: ptxas's register limit for the batch-tiled and streamed persistent kernels (``KernelConfig.launch_options``):
 #: 255, the most a thread can have (fewer beyond 8 warps, so that one program always fits the SM's 64K
 #: registers; at 8 warps, 32 threads x 256 each, as the allocation granule rounds 255 up, is all of them).
 PERSISTENT_MAXNREG = 255
 
 
 @dataclass(frozen=True)
-class StepConfig:
+class KernelConfig:
     """Launch settings of a recurrence kernel: block sizes, warps, pipeline stages and the kernel variant."""
 
     BLOCK_B: int
@@ -88,7 +89,7 @@ class StepConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StepConfig":
+    def from_dict(cls, d: dict) -> "KernelConfig":
         """Inverse of ``to_dict``; raises ValueError on missing, unknown or ill-typed fields."""
         if not isinstance(d, dict):
             raise ValueError(f"config must be an object, got {type(d).__name__}")
@@ -121,7 +122,7 @@ class StepConfig:
                        num_stages=self.num_stages)
         if self.variant in ("tiled", "streamed"):
             options["maxnreg"] = min(PERSISTENT_MAXNREG, 65536 // (32 * self.num_warps))  # 64K registers per SM
-        if self.variant in ("cooperative", "streamed"):
+        if self.variant in ("resident", "streamed"):
             options["launch_cooperative_grid"] = True
         return options
 
@@ -130,13 +131,8 @@ class StepConfig:
                 f"s{self.num_stages}")
 
 
-def batch_bucket(batch: int) -> int:
-    """The power of two at or above ``batch``, capped at 64: how the heuristic sizes its batch tile."""
-    return min(triton.next_power_of_2(max(batch, 1)), 64)
-
-
-def default_step_config(device_type: str, hidden: int, width: int, batch: int, itemsize: int = 2,
-                        variant: str = "step") -> StepConfig:
+def default_kernel_config(device_type: str, hidden: int, width: int, batch: int, itemsize: int = 2,
+                        variant: str = "step") -> KernelConfig:
     """Heuristic configuration for a step kernel (or, ``variant="tiled"``, the batch-tiled persistent kernel):
     what runs when no tuned entry exists.
 
@@ -148,17 +144,17 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int, i
         itemsize: bytes per element of the tensors (8 for fp64).
         variant: "step" or "tiled".
     """
-    bb = batch_bucket(batch)
+    bb = batch_bucket(batch, 1, 64)
     if device_type != "cuda":
         # The interpreter runs programs one after another with numpy ops on whole blocks: few large
         # programs are fastest, and tl.dot has no minimum size there.
-        return StepConfig(BLOCK_B=bb, BLOCK_H=min(triton.next_power_of_2(hidden), 64),
+        return KernelConfig(BLOCK_B=bb, BLOCK_H=min(triton.next_power_of_2(hidden), 64),
                           BLOCK_K=min(triton.next_power_of_2(width), 64), num_warps=1, num_stages=1, variant=variant)
     if variant == "tiled":
         # One program per 16 rows walks every hidden chunk: the smallest batch tile gives the most programs.
         # The chunk's G accumulators and G weight blocks per K step are live together: 32 units (16 beyond
         # 2-byte dtypes) on 4 warps is the widest that compiles without spills for every cell (sm_90a).
-        return StepConfig(BLOCK_B=16, BLOCK_H=32 if itemsize == 2 else 16,
+        return KernelConfig(BLOCK_B=16, BLOCK_H=32 if itemsize == 2 else 16,
                           BLOCK_K=max(16, min(128 // itemsize, _cap(width))), num_warps=4, num_stages=2,
                           variant="tiled")
     # tl.dot needs every block dimension >= 16 on NVIDIA GPUs. Small hidden slices spread the
@@ -169,7 +165,7 @@ def default_step_config(device_type: str, hidden: int, width: int, batch: int, i
     # A 64x32 fp64 tile on 4 warps spills (LSTM: 1-2 KB per thread, seen in the sm_90a build of
     # `python -m bench.resources`); on 8 warps it does not.
     num_warps = 8 if itemsize == 8 and block_b * block_h >= 2048 else 4
-    return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=num_warps, num_stages=2)
+    return KernelConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=num_warps, num_stages=2)
 
 
 # ---- the cooperative kernel's tiles ---------------------------------------------------------------------------
@@ -187,24 +183,24 @@ COOP_SLICES = (16, 32, 64)
 
 
 def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "GpuLimits | None"):
-    """(StepConfig, None), or (None, why not): how the cooperative kernel runs a layer of ``hidden`` units.
+    """(KernelConfig, None), or (None, why not): how the cooperative kernel runs a layer of ``hidden`` units.
 
-    GPU (``limits``): the batch tile is 16..64 rows. Variant "cooperative" (``_coop_*_kernel``: the program's W_hh
+    GPU (``limits``): the batch tile is 16..64 rows. Variant "resident" (``_coop_*_kernel``: the program's W_hh
     slice stays in registers) when, for the narrowest hidden slice of ``COOP_SLICES`` whose grid (hidden slices x
     batch tiles) has no more programs than the GPU has SMs, the slice (gates x next_pow2(hidden) x BLOCK_H
     elements) fits ``COOP_W_BYTES`` and next_pow2(hidden) ``COOP_MAX_WIDTH``. Else variant "streamed": the
     batch-tiled kernels' code on a cooperative grid (``coop_grid``) with the grid barrier; each program walks its
     16-unit hidden chunks, re-reading their W_hh rows every step in BLOCK_K blocks (from the SM's L1, or L2).
     Its tiles compile without spills for every H (sm_90a, bf16/fp16, B tile 16 on 4 warps, 32 and 64 on 8; with
-    ``StepConfig.launch_options``' register cap, under Triton 3.9 and 3.6).
+    ``KernelConfig.launch_options``' register cap, under Triton 3.9 and 3.6).
     Refused when there are so many batch tiles that 2 hidden slices each would exceed the SMs (the batch-tiled
     kernel fills the GPU there). One program per SM makes the grid resident at once.
     Interpreter (``limits`` None): one resident program holds everything (programs run one after another there;
     two would wait forever at a barrier).
     """
     if limits is None or limits.min_dot == 0:
-        return StepConfig(BLOCK_B=_cap(batch), BLOCK_H=_cap(hidden), BLOCK_K=64, num_warps=1, num_stages=1,
-                          variant="cooperative"), None
+        return KernelConfig(BLOCK_B=_cap(batch), BLOCK_H=_cap(hidden), BLOCK_K=64, num_warps=1, num_stages=1,
+                          variant="resident"), None
     block_b = max(16, min(64, _cap(batch)))
     n_b = triton.cdiv(batch, block_b)
     if 2 * n_b > limits.sms:
@@ -213,20 +209,20 @@ def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "Gpu
     block_h = next((bh for bh in COOP_SLICES if triton.cdiv(hidden, bh) * n_b <= limits.sms), None)
     if (block_h is not None and _cap(hidden) <= COOP_MAX_WIDTH
             and gates * _cap(hidden) * block_h * itemsize <= COOP_W_BYTES):
-        return StepConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=64, num_warps=8, num_stages=1,
-                          variant="cooperative"), None
-    return StepConfig(BLOCK_B=block_b, BLOCK_H=16, BLOCK_K=max(16, min(128 // itemsize, _cap(hidden))),
+        return KernelConfig(BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=64, num_warps=8, num_stages=1,
+                          variant="resident"), None
+    return KernelConfig(BLOCK_B=block_b, BLOCK_H=16, BLOCK_K=max(16, min(128 // itemsize, _cap(hidden))),
                       num_warps=4 if block_b == 16 else 8, num_stages=2 if itemsize == 8 else 3,
                       variant="streamed"), None
 
 
-def coop_grid(cfg: StepConfig, hidden: int, batch: int, sms: int) -> tuple[int, int]:
+def coop_grid(cfg: KernelConfig, hidden: int, batch: int, sms: int) -> tuple[int, int]:
     """(hidden slices, batch tiles) of a cooperative launch of ``coop_config``'s ``cfg`` on a GPU with ``sms``
     SMs (the interpreter's single-program plan gives (1, 1) whatever ``sms``). Resident: one slice of BLOCK_H
     units per program. Streamed: the BLOCK_H chunks spread evenly over at most ``sms`` programs in all."""
     n_b = triton.cdiv(batch, cfg.BLOCK_B)
     chunks = triton.cdiv(hidden, cfg.BLOCK_H)
-    if cfg.variant == "cooperative":
+    if cfg.variant == "resident":
         return chunks, n_b
     per_program = triton.cdiv(chunks, max(1, sms // n_b))
     return triton.cdiv(chunks, per_program), n_b
@@ -250,18 +246,18 @@ class Problem:
     def __post_init__(self):
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
-        if self.cell not in CELL_SHAPES:
-            raise ValueError(f"cell must be one of {tuple(CELL_SHAPES)}, got {self.cell!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {tuple(CELLS)}, got {self.cell!r}")
         if self.dtype not in DTYPE_BYTES:
             raise ValueError(f"dtype must be one of {tuple(DTYPE_BYTES)}, got {self.dtype!r}")
 
     @property
     def gates(self) -> int:
-        return CELL_SHAPES[self.cell][0]
+        return CELLS[self.cell].gates
 
     @property
     def saved(self) -> int:
-        return CELL_SHAPES[self.cell][1]
+        return CELLS[self.cell].saved
 
     @property
     def itemsize(self) -> int:
@@ -281,8 +277,8 @@ class Problem:
         """The variant whose kernel this is ("step" or "tiled")."""
         return self.kernel.split("_")[0]
 
-    def heuristic(self, device_type: str = "cuda") -> StepConfig:
-        return default_step_config(device_type, self.H, self.K, self.B, self.itemsize, self.variant)
+    def heuristic(self, device_type: str = "cuda") -> KernelConfig:
+        return default_kernel_config(device_type, self.H, self.K, self.B, self.itemsize, self.variant)
 
 
 # ---- what a GPU can hold -----------------------------------------------------------------------------------
@@ -364,11 +360,12 @@ class Resources:
 def _live_tiles(p: Problem) -> int:
     if p.kernel.endswith("_fwd"):
         return 2 * p.gates + 1
-    extra = {"lstm": 3, "gru": 1}.get(p.cell, 0)
+    cell = CELLS[p.cell]
+    extra = 3 if cell.has_c else (1 if cell.reads_h else 0)  # dc, c_{t-1}, c_t | h_{t-1}
     return 1 + p.saved + extra
 
 
-def step_resources(p: Problem, c: StepConfig) -> Resources:
+def step_resources(p: Problem, c: KernelConfig) -> Resources:
     """Estimated shared memory and registers of one program of the step kernel (model in the module doc)."""
     tiles = c.BLOCK_B * c.BLOCK_K + (p.gates if p.kernel.endswith("_fwd") else 1) * c.BLOCK_K * c.BLOCK_H
     smem = max(c.num_stages, 1) * tiles * p.itemsize + c.BLOCK_B * c.BLOCK_H * p.acc_bytes
@@ -412,7 +409,7 @@ def _cap(n: int) -> int:
     return triton.next_power_of_2(max(n, 1))
 
 
-def step_shape_violation(p: Problem, c: StepConfig, limits: GpuLimits) -> str | None:
+def step_shape_violation(p: Problem, c: KernelConfig, limits: GpuLimits) -> str | None:
     """Why a step configuration is useless or invalid for this problem regardless of resources; None if fine."""
     if limits.min_dot and min(c.BLOCK_B, c.BLOCK_H, c.BLOCK_K) < limits.min_dot:
         return f"a block dimension < {limits.min_dot} (tl.dot minimum)"
@@ -426,10 +423,10 @@ def step_shape_violation(p: Problem, c: StepConfig, limits: GpuLimits) -> str | 
     return None
 
 
-def step_candidates(p: Problem, space: StepSpace = STEP_SPACE) -> Iterable[StepConfig]:
+def step_candidates(p: Problem, space: StepSpace = STEP_SPACE) -> Iterable[KernelConfig]:
     for bb, bh, bk, w, s in itertools.product(space.BLOCK_B, space.BLOCK_H, space.BLOCK_K, space.num_warps,
                                               space.num_stages):
-        yield StepConfig(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=w, num_stages=s, variant=p.variant)
+        yield KernelConfig(BLOCK_B=bb, BLOCK_H=bh, BLOCK_K=bk, num_warps=w, num_stages=s, variant=p.variant)
 
 
 @dataclass(frozen=True)
@@ -438,12 +435,9 @@ class Variant:
 
     name: str
     kernels: tuple  # which launcher kernels it implements
-    candidates: Callable[[Problem], Iterable[StepConfig]]
-    resources: Callable[[Problem, StepConfig], Resources]
-    shape_violation: Callable[[Problem, StepConfig, GpuLimits], str | None]
-    #: False for variants that need all programs resident at once (a grid barrier): the interpreter runs
-    #: programs one after another, so they only run on a GPU.
-    interpreter_ok: bool = True
+    candidates: Callable[[Problem], Iterable[KernelConfig]]
+    resources: Callable[[Problem, KernelConfig], Resources]
+    shape_violation: Callable[[Problem, KernelConfig, GpuLimits], str | None]
 
 
 VARIANTS: dict[str, Variant] = {
@@ -465,7 +459,7 @@ class Pruned:
         return len(self.survivors) + len(self.by_shape) + len(self.by_resources)
 
 
-def prune(p: Problem, configs: Iterable[StepConfig], limits: GpuLimits) -> Pruned:
+def prune(p: Problem, configs: Iterable[KernelConfig], limits: GpuLimits) -> Pruned:
     """Split ``configs`` by the shape rules and the resource model of their variant; nothing is compiled."""
     out = Pruned([], [], [])
     seen = set()
@@ -476,9 +470,6 @@ def prune(p: Problem, configs: Iterable[StepConfig], limits: GpuLimits) -> Prune
         v = VARIANTS.get(c.variant)
         if v is None or p.kernel not in v.kernels:
             out.by_shape.append((c, f"variant {c.variant!r} does not implement {p.kernel}"))
-            continue
-        if limits.min_dot == 0 and not v.interpreter_ok:
-            out.by_shape.append((c, "needs a GPU (programs must be resident at once)"))
             continue
         why = v.shape_violation(p, c, limits)
         if why:

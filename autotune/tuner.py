@@ -14,6 +14,10 @@ Per problem (one key):
     for ``passes`` rounds (default 1; more while the best still moves): 20-40 timings, not hundreds.
  6. The winner and the heuristic are timed again, interleaved, and the gain is heuristic time / best time. A
     winner that is not faster in that final measurement is replaced by the heuristic (gain 1.0).
+
+A tool, above the launcher: nothing in the library imports it. Importing it registers ``tune_on_first_use`` as the
+runtime's hook for the policy "tune-on-first-use" (``runtime.set_first_use_tuner``; ``runtime``'s module doc says
+why the library holds a hook and how a process that never imported this module finds it).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from .spaces import Problem, StepConfig, candidates, device_limits
+from . import runtime
+from .spaces import Problem, KernelConfig, candidates, device_limits
 
 GROUPS = (("BLOCK_B", "BLOCK_H"), ("BLOCK_K", "num_stages"), ("num_warps",))
 PARAMS = ("BLOCK_B", "BLOCK_H", "BLOCK_K", "num_warps", "num_stages")
@@ -37,7 +42,7 @@ FIRST_USE_SETTINGS = dict(strategy="coordinate", passes=1, rep_ms=2)
 
 @dataclass
 class Trial:
-    config: StepConfig
+    config: KernelConfig
     ms: float | None = None  # per replay of the recorded launches
     error: str | None = None  # why it was dropped
     reason: str | None = None  # the kind of error: "wrong result", or the exception's type
@@ -46,8 +51,8 @@ class Trial:
 @dataclass
 class TuneResult:
     problem: Problem
-    config: StepConfig
-    heuristic: StepConfig
+    config: KernelConfig
+    heuristic: KernelConfig
     us: float  # per step, best
     heuristic_us: float  # per step, heuristic
     steps: int
@@ -155,13 +160,13 @@ def _error_line(e: BaseException) -> str:
 # ---- search ------------------------------------------------------------------------------------------------
 
 
-def _distance(a: StepConfig, b: StepConfig, params) -> tuple:
+def _distance(a: KernelConfig, b: KernelConfig, params) -> tuple:
     differing = sum(getattr(a, n) != getattr(b, n) for n in params)
     log_gap = sum(abs(getattr(a, n).bit_length() - getattr(b, n).bit_length()) for n in params)
     return differing, log_gap
 
 
-def neighbours(best: StepConfig, pool: list, group: tuple) -> list:
+def neighbours(best: KernelConfig, pool: list, group: tuple) -> list:
     """For every combination of the ``group`` parameters present in ``pool`` (same variant as ``best``), the
     member of ``pool`` closest to ``best`` in the other parameters."""
     others = [n for n in PARAMS if n not in group]
@@ -185,7 +190,7 @@ class _Session:
         self.trials: dict = {}
         self.reference = None
 
-    def start(self, heuristic: StepConfig) -> Trial:
+    def start(self, heuristic: KernelConfig) -> Trial:
         import torch
 
         out, launches = self.harness.run(heuristic)
@@ -197,7 +202,7 @@ class _Session:
         self.trials[heuristic] = trial
         return trial
 
-    def evaluate(self, cfg: StepConfig) -> Trial:
+    def evaluate(self, cfg: KernelConfig) -> Trial:
         trial = self.trials.get(cfg)
         if trial is not None:
             return trial
@@ -234,7 +239,7 @@ def _is_fatal(e: BaseException) -> bool:
 
 def tune(problem: Problem, device=None, *, strategy: str = "coordinate", passes: int = 1, timer=None,
          rep_ms: float = 3, steps: int = 8, limits=None, precompiler=None, progress=None,
-         space: list | None = None, baseline: StepConfig | None = None) -> TuneResult:
+         space: list | None = None, baseline: KernelConfig | None = None) -> TuneResult:
     """Find the fastest valid configuration of ``problem`` on ``device`` (default: the current CUDA device).
 
     Args:
@@ -324,3 +329,15 @@ def first_configs(problem: Problem, limits, device_type: str = "cuda") -> list:
     heuristic = problem.heuristic(device_type)
     pool = list(pruned.survivors) + ([heuristic] if heuristic not in pruned.survivors else [])
     return [heuristic] + [c for c in neighbours(heuristic, pool, GROUPS[0]) if c != heuristic]
+
+
+def tune_on_first_use(problem: Problem, device) -> tuple:
+    """(config, cache entry, summary) of ``problem`` tuned with ``FIRST_USE_SETTINGS``: the runtime's hook for the
+    policy "tune-on-first-use" (``runtime.set_first_use_tuner``; also the entry point ``fusedrnn.autotune:first_use``
+    that a process which never imported this module loads)."""
+    result = tune(problem, device, **FIRST_USE_SETTINGS)
+    return result.config, result.entry(), result.summary()
+
+
+# The tool registers itself with the library (the library never imports the tool: see runtime's module doc).
+runtime.set_first_use_tuner(tune_on_first_use)

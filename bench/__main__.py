@@ -37,6 +37,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from fusedrnn.cells import CELLS  # noqa: E402
+
 from . import measure, registry, report  # noqa: E402
 from .providers import PROVIDERS, Env, select  # noqa: E402
 
@@ -60,7 +62,7 @@ def parse_args(argv=None):
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("--smoke", action="store_true", help="one tiny LSTM case, all modes; writes to a temp folder")
     p.add_argument("--sets", type=_csv(registry.SETS), help=f"shape sets (default all): {', '.join(registry.SETS)}")
-    p.add_argument("--cells", type=_csv(registry.CELLS), help="keep only these cells")
+    p.add_argument("--cells", type=_csv(CELLS), help="keep only these cells")
     p.add_argument("--dtypes", type=_csv(registry.DTYPES), help="replace each set's dtypes (fp32 tf32 fp16 bf16)")
     p.add_argument("--modes", type=_csv(registry.MODES), help="replace each set's modes (fwd fwdbwd decode)")
     p.add_argument("--providers", type=_csv(PROVIDERS), help=f"exact names: {', '.join(PROVIDERS)} "

@@ -10,8 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fusedrnn.cells import CELLS
+
 from .base import Runner, installed, leaves, on_cuda
-from .registry import GATES, Case
+from .registry import Case
 
 
 def _lstm_step(xp, h, c, w_hh, b_hh):
@@ -103,7 +105,7 @@ def build_flashrnn(case, state_dict, device):
     from flashrnn import flashrnn
     params = leaves(state_dict)
     w_ih, w_hh, b_ih, b_hh = params
-    G, H = GATES[case.cell], case.H
+    G, H = CELLS[case.cell].gates, case.H
 
     def forward(x, hx):
         T, B, _ = x.shape

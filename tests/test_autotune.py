@@ -15,10 +15,10 @@ import warnings
 import pytest
 import torch
 
-from fusedrnn import launch, settings
+from fusedrnn import calls, dispatch, settings
 from fusedrnn.autotune import cache, cli, harness, keys, presets, runtime, spaces, tuner
 from fusedrnn.autotune.cache import CacheWarning
-from fusedrnn.autotune.spaces import INTERPRETER, KNOWN_GPUS, Problem, StepConfig
+from fusedrnn.autotune.spaces import INTERPRETER, KNOWN_GPUS, Problem, KernelConfig
 
 H100 = KNOWN_GPUS["H100"]
 CPU = torch.device("cpu")
@@ -38,7 +38,7 @@ def cpu_key(kernel="step_fwd", cell="lstm", H=32, K=32, B=4, I=0, dtype=torch.fl
     return keys.make_key(kernel, cell, dtype, CPU, H, K, B, I)
 
 
-def entry(cfg: StepConfig, **extra) -> dict:
+def entry(cfg: KernelConfig, **extra) -> dict:
     return dict(config=cfg.to_dict(), **extra)
 
 
@@ -74,13 +74,13 @@ def test_launch_options_of_each_variant():
     per SM: occupancy does not matter), still within the SM's 64K registers; cooperative grids (resident and
     streamed) as cooperative launches, which the driver starts all at once or refuses; step kernels plain."""
     blocks = dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=64)
-    opts = StepConfig(**blocks, num_warps=8, num_stages=3, variant="step").launch_options()
+    opts = KernelConfig(**blocks, num_warps=8, num_stages=3, variant="step").launch_options()
     assert opts == dict(blocks, num_warps=8, num_stages=3)
-    opts = StepConfig(**blocks, num_warps=8, num_stages=1, variant="cooperative").launch_options()
+    opts = KernelConfig(**blocks, num_warps=8, num_stages=1, variant="resident").launch_options()
     assert opts == dict(blocks, num_warps=8, num_stages=1, launch_cooperative_grid=True)
     for variant, coop in (("tiled", {}), ("streamed", dict(launch_cooperative_grid=True))):
         for warps, cap in ((4, 255), (8, 255), (16, 128)):
-            opts = StepConfig(**blocks, num_warps=warps, num_stages=2, variant=variant).launch_options()
+            opts = KernelConfig(**blocks, num_warps=warps, num_stages=2, variant=variant).launch_options()
             assert opts == dict(blocks, num_warps=warps, num_stages=2, maxnreg=cap, **coop)
 
 
@@ -103,9 +103,9 @@ def test_key_dtype_names():
 
 def test_resource_model_prunes_what_cannot_run():
     p = Problem("step_fwd", "lstm", "float32", 512, 512, 128)
-    huge_smem = StepConfig(128, 128, 128, 8, 3)  # 3 x (128x128 + 128x128) x 4 B = 384 KB > 227 KB
-    huge_regs = StepConfig(128, 128, 32, 2, 1)  # 9 fp32 tiles of 128x128 over 64 threads
-    fits = StepConfig(16, 32, 64, 4, 2)
+    huge_smem = KernelConfig(128, 128, 128, 8, 3)  # 3 x (128x128 + 128x128) x 4 B = 384 KB > 227 KB
+    huge_regs = KernelConfig(128, 128, 32, 2, 1)  # 9 fp32 tiles of 128x128 over 64 threads
+    fits = KernelConfig(16, 32, 64, 4, 2)
     assert spaces.step_resources(p, huge_smem).smem > H100.smem_per_block
     assert spaces.step_resources(p, huge_regs).regs > H100.regs_per_thread
     pr = spaces.prune(p, [huge_smem, huge_regs, fits], H100)
@@ -124,13 +124,13 @@ def test_prune_limits_and_shape_rules():
     assert pr.survivors and pr.by_resources and pr.by_shape
     assert all(spaces.step_resources(p, c).smem <= 16 * 1024 for c in pr.survivors)
     # tl.dot needs >= 16 on every block dimension on a GPU, not under the interpreter
-    small = StepConfig(8, 16, 16, 1, 1)
+    small = KernelConfig(8, 16, 16, 1, 1)
     assert "tl.dot" in dict(spaces.prune(p, [small], H100).by_shape)[small]
     assert spaces.prune(p, [small], INTERPRETER).survivors == [small]
     # tiles larger than the (power-of-two) problem are useless: B=16 bucket allows no 32-row tile
     assert all(c.BLOCK_B == 16 and c.BLOCK_H <= 64 for c in pr.survivors)
     # an unknown variant implements nothing
-    other = StepConfig(16, 16, 32, 1, 1, variant="nope")
+    other = KernelConfig(16, 16, 32, 1, 1, variant="nope")
     assert "variant" in dict(spaces.prune(p, [other], H100).by_shape)[other]
 
 
@@ -165,7 +165,7 @@ class FakeHarness:
         return fn
 
 
-def cost(cfg: StepConfig) -> float:
+def cost(cfg: KernelConfig) -> float:
     """A smooth fake time with one minimum at BLOCK_B=16, BLOCK_H=16, BLOCK_K=64, 2 warps, 3 stages."""
     return 1.0 + 0.1 * (abs(cfg.BLOCK_B.bit_length() - 5) + abs(cfg.BLOCK_H.bit_length() - 5) * 2
                         + abs(cfg.BLOCK_K.bit_length() - 7) + abs(cfg.num_warps.bit_length() - 2)
@@ -184,7 +184,7 @@ def test_search_finds_the_fastest(fake_harness, strategy):
     p = Problem("step_fwd", "lstm", "float16", 512, 512, 64)
     r = tuner.tune(p, CPU, strategy=strategy, timer=lambda fn: cost(fn.cfg), limits=H100, steps=4,
                    baseline=p.heuristic("cuda"))
-    assert r.config == StepConfig(16, 16, 64, 2, 3)
+    assert r.config == KernelConfig(16, 16, 64, 2, 3)
     assert r.gain == pytest.approx(cost(p.heuristic("cuda")) / cost(r.config))
     assert r.us == pytest.approx(1e3 * cost(r.config) / 4)  # per step
     survivors = spaces.candidates(p, H100).survivors
@@ -193,7 +193,7 @@ def test_search_finds_the_fastest(fake_harness, strategy):
     else:
         assert r.timed == len(survivors)
     e = r.entry()
-    assert StepConfig.from_dict(e["config"]) == r.config and e["gain"] > 1
+    assert KernelConfig.from_dict(e["config"]) == r.config and e["gain"] > 1
 
 
 def test_pruned_candidates_are_never_run(fake_harness):
@@ -212,9 +212,9 @@ def test_pruned_candidates_are_never_run(fake_harness):
 
 def test_wrong_results_and_failures_are_dropped(fake_harness, monkeypatch):
     p = Problem("step_fwd", "lstm", "float16", 512, 512, 64)
-    fastest = StepConfig(16, 16, 64, 2, 3)
+    fastest = KernelConfig(16, 16, 64, 2, 3)
     fake_harness.bad = {fastest}
-    broken = StepConfig(16, 32, 64, 2, 3)
+    broken = KernelConfig(16, 32, 64, 2, 3)
     original = FakeHarness.run
 
     def run(self, cfg, launch=True):
@@ -252,22 +252,24 @@ def test_tuner_runs_the_launcher(kernel, cell, K, I):  # noqa: E741
     """Candidates run through fusedrnn.launch under the forced configuration, are checked against the heuristic's
     results, and their recorded launches are what gets timed."""
     p = Problem(kernel, cell, "float32", 16, K, 3, I)
-    space = [StepConfig(2, 8, 8, 1, 1, p.variant), StepConfig(4, 16, 16, 1, 1, p.variant)]
+    space = [KernelConfig(2, 8, 8, 1, 1, p.variant), KernelConfig(4, 16, 16, 1, 1, p.variant)]
     timed = []
 
     def timer(fn):  # the first candidate of the space wins
         timed.append(fn)
-        return 1.0 if fn.launches[0][3]["BLOCK_B"] == 2 else 2.0
+        return 1.0 if fn.launches[0].arguments["BLOCK_B"] == 2 else 2.0
 
-    before = launch.launch_counts[kernel]
+    before = calls.launch_counts[kernel]
     r = tuner.tune(p, CPU, strategy="exhaustive", timer=timer, limits=INTERPRETER, steps=2, space=space)
-    assert launch.launch_counts[kernel] > before
+    assert calls.launch_counts[kernel] > before
     assert r.config == space[0] and r.dropped == {} and r.steps == (1 if I and p.variant == "step" else 2)
     h = harness.Harness(p, CPU, steps=2)
     _, launches = h.run(space[1], launch=False)  # record only
-    assert launches and all(kw["BLOCK_B"] == 4 and kw["BLOCK_H"] == 16 and kw["BLOCK_K"] == 16
-                            for _, _, _, kw in launches)
-    assert launch._step_fwd_kernel.__class__.__name__ != "_Recording"  # restored
+    assert launches and all(one.name == kernel and one.arguments["BLOCK_B"] == 4 and one.arguments["BLOCK_H"] == 16
+                            and one.arguments["BLOCK_K"] == 16 for one in launches)
+    recorded = len(launches)
+    h.run(space[0])
+    assert len(launches) == recorded  # the recording ended with its run
 
 
 def test_precompiler_compiles_ahead_in_a_worker():
@@ -275,7 +277,7 @@ def test_precompiler_compiles_ahead_in_a_worker():
     from fusedrnn.autotune.precompile import Precompiler
 
     p = Problem("step_fwd", "rnn_relu", "float32", 16, 16, 3)
-    space = [StepConfig(2, 8, 8, 1, 1), StepConfig(4, 16, 16, 1, 1)]
+    space = [KernelConfig(2, 8, 8, 1, 1), KernelConfig(4, 16, 16, 1, 1)]
     with Precompiler(1, CPU) as pre:
         pre.prefetch(p, space)
         r = tuner.tune(p, CPU, strategy="exhaustive", timer=lambda fn: 1.0, limits=INTERPRETER, steps=2,
@@ -301,7 +303,7 @@ def test_timing_median_across_triton_versions():
 
 def test_lookup_order_user_then_shipped_then_heuristic(tmp_path):
     a, b, c = cpu_key(H=32), cpu_key(H=48), cpu_key(H=64)
-    user_cfg, shipped_a, shipped_b = StepConfig(1, 8, 8, 1, 1), StepConfig(2, 8, 8, 1, 1), StepConfig(4, 16, 8, 1, 1)
+    user_cfg, shipped_a, shipped_b = KernelConfig(1, 8, 8, 1, 1), KernelConfig(2, 8, 8, 1, 1), KernelConfig(4, 16, 8, 1, 1)
     write_doc(tmp_path / "cache" / cache.FILE_NAME, {str(a): entry(user_cfg)})
     write_doc(tmp_path / "tables" / "gpu.json", {str(a): entry(shipped_a), str(b): entry(shipped_b)})
     with warnings.catch_warnings():
@@ -309,23 +311,23 @@ def test_lookup_order_user_then_shipped_then_heuristic(tmp_path):
         assert runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 32, 32, 4) == (user_cfg, "user")
         assert runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 48, 32, 4) == (shipped_b, "shipped")
         cfg, source = runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 64, 32, 4)
-    assert source == "heuristic" and cfg == spaces.default_step_config("cpu", 64, 32, 4, 4)
+    assert source == "heuristic" and cfg == spaces.default_kernel_config("cpu", 64, 32, 4, 4)
     assert str(c) not in runtime.store().user_entries()
-    # what the launcher asks for is the same lookup
-    assert launch._config("step_fwd", "lstm", 32, 32, 4, torch.float32, CPU) == user_cfg
+    # what the launcher asks for (the one place that decides) is the same lookup
+    assert dispatch.config("step_fwd", "lstm", 32, 32, 4, torch.float32, CPU) == user_cfg
 
 
 def test_files_are_read_once_and_lazily(tmp_path, monkeypatch):
-    write_doc(tmp_path / "cache" / cache.FILE_NAME, {str(cpu_key()): entry(StepConfig(1, 8, 8, 1, 1))})
+    write_doc(tmp_path / "cache" / cache.FILE_NAME, {str(cpu_key()): entry(KernelConfig(1, 8, 8, 1, 1))})
     reads = []
     real = cache.read_entries
     monkeypatch.setattr(cache, "read_entries", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
     runtime.reset(tables_dir=tmp_path / "tables")
     assert reads == []  # nothing read before the first lookup
     for H in (32, 32, 48, 64):
-        runtime.step_config("step_fwd", "lstm", torch.float32, CPU, H, 32, 4)
+        runtime.kernel_config("step_fwd", "lstm", torch.float32, CPU, H, 32, 4)
     (tmp_path / "cache" / cache.FILE_NAME).write_text("changed")
-    runtime.step_config("step_fwd", "lstm", torch.float32, CPU, 96, 32, 4)
+    runtime.kernel_config("step_fwd", "lstm", torch.float32, CPU, 96, 32, 4)
     assert reads == [tmp_path / "cache" / cache.FILE_NAME]  # once, and no table file exists
 
 
@@ -351,13 +353,13 @@ def test_corrupt_cache_warns_once_and_is_ignored(tmp_path, content):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per process
         runtime.lookup("step_bwd", "lstm", torch.float32, CPU, 32, 128, 4)
-        runtime.record({str(cpu_key()): entry(StepConfig(2, 8, 8, 1, 1))})  # a write replaces the corrupt file
+        runtime.record({str(cpu_key()): entry(KernelConfig(2, 8, 8, 1, 1))})  # a write replaces the corrupt file
     assert json.loads(path.read_text())["entries"].keys() == {str(cpu_key())}
 
 
 def test_other_version_warns_and_is_ignored(tmp_path):
-    write_doc(tmp_path / "cache" / cache.FILE_NAME, {str(cpu_key()): entry(StepConfig(1, 8, 8, 1, 1))}, version=999)
-    write_doc(tmp_path / "tables" / "t.json", {str(cpu_key()): entry(StepConfig(2, 8, 8, 1, 1))}, version=0)
+    write_doc(tmp_path / "cache" / cache.FILE_NAME, {str(cpu_key()): entry(KernelConfig(1, 8, 8, 1, 1))}, version=999)
+    write_doc(tmp_path / "tables" / "t.json", {str(cpu_key()): entry(KernelConfig(2, 8, 8, 1, 1))}, version=0)
     with pytest.warns(CacheWarning, match="another fusedrnn version") as got:
         assert runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 32, 32, 4)[1] == "heuristic"
     assert len(got) == 2  # the user cache and the table, one warning each
@@ -366,12 +368,12 @@ def test_other_version_warns_and_is_ignored(tmp_path):
 
 def test_unknown_variant_is_skipped_and_kept(tmp_path):
     path = tmp_path / "cache" / cache.FILE_NAME
-    future = StepConfig(16, 16, 32, 4, 1, variant="persistent-2030")
+    future = KernelConfig(16, 16, 32, 4, 1, variant="persistent-2030")
     write_doc(path, {str(cpu_key()): entry(future)})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert runtime.lookup("step_fwd", "lstm", torch.float32, CPU, 32, 32, 4)[1] == "heuristic"
-    runtime.record({str(cpu_key(H=48)): entry(StepConfig(1, 8, 8, 1, 1))})
+    runtime.record({str(cpu_key(H=48)): entry(KernelConfig(1, 8, 8, 1, 1))})
     assert str(cpu_key()) in json.loads(path.read_text())["entries"]  # a newer fusedrnn's entry survives
 
 
@@ -454,7 +456,7 @@ def fake_gpu(monkeypatch):
         calls.append(problem)
         if problem.H == 13:
             raise RuntimeError("no luck")
-        cfg = StepConfig(16, 16, 32, 2, 1)
+        cfg = KernelConfig(16, 16, 32, 2, 1)
         return tuner.TuneResult(problem, cfg, problem.heuristic("cuda"), us=1.0, heuristic_us=1.5, steps=8,
                                 candidates=10, survivors=5, timed=4)
 
@@ -465,13 +467,13 @@ def fake_gpu(monkeypatch):
 def test_no_tuning_unless_opted_in(fake_gpu):
     gpu, calls = fake_gpu
     cfg, source = runtime.lookup("step_fwd", "lstm", torch.float16, gpu, 512, 512, 64)
-    assert source == "heuristic" and cfg == spaces.default_step_config("cuda", 512, 512, 64, 2) and calls == []
+    assert source == "heuristic" and cfg == spaces.default_kernel_config("cuda", 512, 512, 64, 2) and calls == []
 
 
 def test_tune_on_first_use(fake_gpu, tmp_path, capsys):
     gpu, calls = fake_gpu
     runtime.set_policy("tune-on-first-use")
-    assert runtime.lookup("step_fwd", "lstm", torch.float16, gpu, 512, 512, 64) == (StepConfig(16, 16, 32, 2, 1),
+    assert runtime.lookup("step_fwd", "lstm", torch.float16, gpu, 512, 512, 64) == (KernelConfig(16, 16, 32, 2, 1),
                                                                                     "tuned")
     assert runtime.lookup("step_fwd", "lstm", torch.float16, gpu, 512, 512, 50)[1] == "tuned"  # same bucket: memo
     assert len(calls) == 1 and calls[0] == Problem("step_fwd", "lstm", "float16", 512, 512, 64)
@@ -490,11 +492,37 @@ def test_tune_on_first_use(fake_gpu, tmp_path, capsys):
     assert len(calls) == 2
 
 
+def test_first_use_tuner_is_a_hook_the_tool_registers(fake_gpu, monkeypatch, tmp_path):
+    """The library never imports the tuner: importing the tool registers it; a process that never imported it finds
+    it through the package metadata (pyproject.toml's entry point; here a stub distribution on sys.path declares
+    it); without either the policy warns once and launches use the heuristic."""
+    gpu, tuned = fake_gpu
+    assert runtime.first_use_tuner() is tuner.tune_on_first_use
+    group, name = runtime.TUNER_ENTRY_POINT
+    (tmp_path / "stub-0.dist-info").mkdir()
+    (tmp_path / "stub-0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: stub\nVersion: 0\n")
+    (tmp_path / "stub-0.dist-info" / "entry_points.txt").write_text(
+        f"[{group}]\n{name} = fusedrnn.autotune.tuner:tune_on_first_use\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        runtime.set_first_use_tuner(None)
+        assert runtime.first_use_tuner() is tuner.tune_on_first_use  # from the entry point
+        monkeypatch.setattr(runtime, "TUNER_ENTRY_POINT", (group, "no-such-entry-point"))
+        runtime.set_first_use_tuner(None)
+        runtime.set_policy("tune-on-first-use")
+        with pytest.warns(CacheWarning, match="no tuner is available") as got:
+            for H in (512, 256):
+                assert runtime.lookup("step_fwd", "lstm", torch.float16, gpu, H, H, 64)[1] == "heuristic"
+        assert len(got) == 1 and tuned == []  # warned once
+    finally:
+        runtime.set_first_use_tuner(tuner.tune_on_first_use)
+
+
 def test_forced_config_reaches_the_launcher():
-    cfg = StepConfig(2, 4, 8, 1, 1)
+    cfg = KernelConfig(2, 4, 8, 1, 1)
     with runtime.forced(cfg):
-        assert launch._config("step_bwd", "gru", 32, 96, 5, torch.float32, CPU) == cfg
-    assert launch._config("step_bwd", "gru", 32, 96, 5, torch.float32, CPU) != cfg
+        assert dispatch.config("step_bwd", "gru", 32, 96, 5, torch.float32, CPU) == cfg
+    assert dispatch.config("step_bwd", "gru", 32, 96, 5, torch.float32, CPU) != cfg
 
 
 # ---- CLI ----------------------------------------------------------------------------------------------------
@@ -520,12 +548,12 @@ def test_cli_tunes_writes_each_key_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
     monkeypatch.setattr(cli, "device_limits", lambda device: H100)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr(settings, "_interpreting", False)  # read once per process: the CLI asks fusedrnn.settings
+    monkeypatch.setattr(settings.SETTINGS, "_interpreting", False)  # read once per process: the CLI asks fusedrnn.settings
     calls = []
 
     def tune(problem, device, **kwargs):
         calls.append(problem)
-        return tuner.TuneResult(problem, StepConfig(16, 16, 64, 2, 3, problem.variant), problem.heuristic("cuda"), us=2.0,
+        return tuner.TuneResult(problem, KernelConfig(16, 16, 64, 2, 3, problem.variant), problem.heuristic("cuda"), us=2.0,
                                 heuristic_us=3.0, steps=8, candidates=432, survivors=198, timed=30)
 
     monkeypatch.setattr(tuner, "tune", tune)
@@ -547,13 +575,16 @@ def test_cli_tunes_writes_each_key_and_resumes(tmp_path, monkeypatch, capsys):
         assert cache.Store(tables_dir=tmp_path / "shipped").lookup(next(iter(entries)))[1] == "shipped"
 
 
-def test_presets_are_the_benchmark_shape_sets(monkeypatch):
-    """In a checkout the presets come from bench/registry.py; the installed copy (MIRROR) must agree with it."""
-    if presets.bench_registry() is None:
-        pytest.skip("bench/registry.py is not in this installation (not a checkout)")
+def test_presets_are_the_benchmark_shape_sets():
+    """The presets are the benchmark's shape sets: one description, in the package, that bench/registry.py reads."""
+    from _helpers import load_bench
+
+    load_bench()
+    from bench import registry
+
+    assert registry.SETS is presets.SETS and set(presets.PRESETS) == set(presets.SETS) | {"smoke"}
     from_registry = presets.expand(["bench"])
-    monkeypatch.setattr(presets, "_registry", False)  # as in an installed fusedrnn: the mirror
-    assert presets.expand(["bench"]) == from_registry, "autotune/presets.py MIRROR differs from bench/registry.py"
+    assert from_registry == presets.expand(list(registry.SETS))
     assert Problem("step_fwd", "lstm", "float32", 512, 512, 64) == from_registry[0]  # fastrnns first
     assert Problem("step_fwd", "lstm", "float16", 768, 768, 16, 768) in from_registry  # a decode step
     assert {p.cell for p in from_registry} == {"lstm", "gru", "rnn_tanh"}
