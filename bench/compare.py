@@ -26,20 +26,20 @@ if not HAS_CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 try:
     import triton  # noqa: E402
     import fusedrnn  # noqa: E402
-    from fusedrnn import launch  # noqa: E402
+    from fusedrnn import calls, settings  # noqa: E402
 except ImportError as e:
     sys.exit(f"compare.py: {e}. Install fusedrnn first: `pip install -e .` in the repository root.")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The tolerances of the test suite (tests/_helpers.py TOL), here applied per tensor against max|ref|.
 TOL = {torch.float32: (2e-5, 1e-5), torch.float16: (1e-2, 1e-2), torch.bfloat16: (6e-2, 4e-2)}
-KERNELS = ("step_fwd", "step_bwd")
 
 
 def parse_args():
@@ -58,9 +58,14 @@ def parse_args():
     return p.parse_args()
 
 
+_tf32 = contextlib.ExitStack()
+
+
 def set_tf32(on: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = on  # fusedrnn's fp32 dots and F.linear follow this switch
-    torch.backends.cudnn.allow_tf32 = on  # cuDNN's fp32 RNN follows this one
+    """TF32 on or off from here on, for fp32 matmuls (fusedrnn's dots and F.linear) and cuDNN's fp32 RNN alike:
+    through ``fusedrnn.settings.use_tf32``, the one place that sets torch's switch (new API first)."""
+    _tf32.close()  # restores what the previous call changed
+    _tf32.enter_context(settings.use_tf32(on, cudnn=True))
 
 
 def fwd_bwd(model, x, hx, grads):
@@ -122,14 +127,14 @@ def main() -> int:
     set_tf32(False)
     ref_outs, ref_grads = fwd_bwd(ref, up(x), tuple(up(h) for h in hx), [g.float() for g in grads])
     set_tf32(a.tf32)
-    before = sum(launch.launch_counts[k] for k in KERNELS)
+    before = sum(calls.launch_counts.values())
     outs, fgrads = fwd_bwd(fused, x, hx, grads)
-    launches = sum(launch.launch_counts[k] for k in KERNELS) - before
+    launches = sum(calls.launch_counts.values()) - before
     base_outs, base_grads = fwd_bwd(base, x, hx, grads)
     if launches:
         ran = "triton, compiled" if HAS_CUDA else "triton, under the Triton interpreter"
         print(f"backend that ran: {ran} ({launches} kernel launches in one forward+backward, "
-              f"counted by fusedrnn.launch.launch_counts)")
+              f"counted by fusedrnn.calls.launch_counts)")
     else:
         print("backend that ran: aten (torch's own implementation; no Triton kernel launched)")
 

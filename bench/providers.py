@@ -46,11 +46,11 @@ def _variant_context(variant: str | None):
 
 
 def _launch_probe(fn) -> dict:
-    """Which fusedrnn kernels one call launched (fusedrnn.launch.launch_counts): proof of the path taken."""
-    from fusedrnn import launch
-    before = dict(launch.launch_counts)
+    """Which fusedrnn kernels one call launched (fusedrnn.calls.launch_counts): proof of the path taken."""
+    from fusedrnn.calls import launch_counts
+    before = dict(launch_counts)
     fn()
-    delta = {k: v - before.get(k, 0) for k, v in launch.launch_counts.items() if v - before.get(k, 0)}
+    delta = {k: v - before.get(k, 0) for k, v in launch_counts.items() if v - before.get(k, 0)}
     return {"backend": "triton" if delta else "aten", "launches": delta}
 
 

@@ -30,16 +30,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import inspect
 import io
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+
+from . import ptx
+from .ptx import ARCH, SHARED, barrier_violations, nan_dropping_minmax, ptx_params  # noqa: F401
 
 CELLS = {"lstm": (0, 4, 4), "gru": (1, 3, 4), "rnn_tanh": (2, 1, 1), "rnn_relu": (3, 1, 1)}  # CELL, G, NS
 #: name -> (tensor dtype, accumulator dtype, DOT_PRECISION), as fusedrnn.launch._dot_settings picks on CUDA.
@@ -48,7 +48,6 @@ DTYPES = {"fp16": ("fp16", "fp32", "tf32"), "bf16": ("bf16", "fp32", "tf32"), "f
 ACC_PTRS = {"p_c_prev", "p_c", "p_save", "p_dh", "p_dc", "p_cs"}
 HIDDEN = (256, 512, 768, 1024)
 BATCH = (16, 64)
-ARCH = 90
 _SRC = None  # repo root to load kernels/ and autotune/ from by path (--src), else the installed fusedrnn
 
 
@@ -71,12 +70,13 @@ def _modules():
             sys.modules.get("_fr_autotune") or _load_by_path("_fr_autotune", os.path.join(_SRC, "autotune")))
 
 
-#: kernel -> the function's name in kernels/.
+#: kernel -> the function's name in kernels/ (the names of ``fusedrnn.calls``: a cooperative kernel is resident or
+#: streamed by its constexpr RESIDENT).
 KERNEL_FNS = {"step_fwd": "_step_fwd_kernel", "step_bwd": "_step_bwd_kernel", "tiled_fwd": "_tiled_fwd_kernel",
-              "tiled_bwd": "_tiled_bwd_kernel", "coop_fwd": "_coop_fwd_kernel", "coop_bwd": "_coop_bwd_kernel",
-              "streamed_fwd": "_tiled_fwd_kernel", "streamed_bwd": "_tiled_bwd_kernel"}
+              "tiled_bwd": "_tiled_bwd_kernel", "resident_fwd": "_coop_fwd_kernel", "resident_bwd": "_coop_bwd_kernel",
+              "streamed_fwd": "_coop_fwd_kernel", "streamed_bwd": "_coop_bwd_kernel"}
 #: kind prefix -> the cooperative plan's variant (``coop_config``) that runs it.
-COOP_VARIANTS = {"coop": "cooperative", "streamed": "streamed"}
+COOP_VARIANTS = {"resident": "resident", "streamed": "streamed"}
 KINDS = tuple(KERNEL_FNS)
 UNIT_STRIDES = {"s_wc", "s_wic"}  # W's column strides: 1 for contiguous weights, so Triton makes them constants
 UNSPECIALIZED = {"T", "B", "B_prev", "B_next"}  # do_not_specialize in the kernels
@@ -85,7 +85,7 @@ INDEX_PTRS = {"p_sizes": "*i64", "p_offsets": "*i64", "p_bar": "*i32"}
 
 def config_for(kind: str, cell: str, dtype: str, H: int, B: int, limits=None):
     """The configuration fusedrnn's heuristics give this kernel on the GPU ``limits`` (default: an H100): the
-    step and batch-tiled kernels' ``default_step_config``, the cooperative kernels' ``coop_config`` (None
+    step and batch-tiled kernels' ``default_kernel_config``, the cooperative kernels' ``coop_config`` (None
     when that cooperative variant would not run this shape)."""
     _, autotune = _modules()
     spaces = sys.modules[autotune.__name__ + ".spaces"]
@@ -96,7 +96,7 @@ def config_for(kind: str, cell: str, dtype: str, H: int, B: int, limits=None):
         plan = spaces.coop_config(G, itemsize, H, B, limits or spaces.KNOWN_GPUS["H100"])[0]
         return plan if plan is not None and plan.variant == COOP_VARIANTS[variant] else None
     width = H if direction == "fwd" else G * H
-    return spaces.default_step_config("cuda", H, width, B, itemsize, variant)
+    return spaces.default_kernel_config("cuda", H, width, B, itemsize, variant)
 
 
 def build_source(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, save: bool = True,
@@ -114,11 +114,12 @@ def build_source(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, sav
     fn = getattr(kernels, KERNEL_FNS[kind])
     launch = cfg.launch_options()
     blocks = {k: launch.pop(k) for k in ("BLOCK_B", "BLOCK_H", "BLOCK_K")}
-    params = dict(CELL=code, G=G, NS=NS, **blocks,
-                  UPCAST_DOT=False, DOT_PRECISION=precision, HAS_BIAS=has_bias, SAVE=save, HAS_NEXT=has_next,
-                  SPLIT_DX=cell == "gru", FUSE_INPUT=fuse_input, TWO_SOURCES=False, PACKED=False, REVERSE=False,
-                  KP=triton.next_power_of_2(max(H, 16)), HP=triton.next_power_of_2(max(H, 16)),  # as the launcher
-                  COOP=kind.startswith("streamed"))
+    resident = kind.startswith("resident")
+    width = triton.next_power_of_2(max(H, 16)) if resident else None  # KP / HP as the launcher passes them
+    params = dict(CELL=code, G=G, NS=NS, HAS_C=cell == "lstm", READS_H=cell == "gru", SPLIT_DX=cell == "gru",
+                  **blocks, UPCAST_DOT=False, DOT_PRECISION=precision, HAS_BIAS=has_bias, SAVE=save,
+                  HAS_NEXT=has_next, FUSE_INPUT=fuse_input, TWO_SOURCES=False, PACKED=False, REVERSE=False,
+                  RESIDENT=resident, KP=width, HP=width)
     constexprs, signature, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in params:
@@ -140,43 +141,11 @@ def build_source(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, sav
     return src, options, cfg
 
 
-def _tool(name: str, *args: str) -> str:
-    """stdout+stderr of one of the CUDA tools bundled with Triton (ptxas, cuobjdump)."""
-    from triton.backends.nvidia import compiler as nv
-    path = nv.get_ptxas(ARCH).path if name == "ptxas" else getattr(nv.knobs.nvidia, name).path
-    proc = subprocess.run([path, *args], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{name}: {proc.stderr.strip()}")
-    return proc.stdout + proc.stderr
-
-
-def _analyze(ptx: str, cubin: bytes) -> dict:
-    """Resources of the cubin Triton built (cuobjdump), spill bytes (ptxas -v again, Triton's flags) and
-    the matrix instructions of its SASS."""
-    from triton.backends.nvidia import compiler as nv
-    extra = ["--regAllocOptLevel=2"] if "regAllocOptLevel" in inspect.getsource(nv.CUDABackend.make_cubin) else []
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx_path, cubin_path = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
-        with open(ptx_path, "w") as f:
-            f.write(ptx)
-        with open(cubin_path, "wb") as f:
-            f.write(cubin)
-        log = _tool("ptxas", "-v", "-lineinfo", *extra, f"--gpu-name=sm_{ARCH}a", ptx_path, "-o", ptx_path + ".o")
-        usage = _tool("cuobjdump", "--dump-resource-usage", cubin_path)
-        sass = _tool("cuobjdump", "-sass", cubin_path)
-    res = {k.lower(): int(v) for k, v in re.findall(r"\b(REG|STACK|LOCAL|SHARED):(\d+)", usage)}
-    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
-    mma = {op: len(re.findall(rf"\b{op}\b", sass)) for op in ("HGMMA", "HMMA", "DMMA", "IMMA")}
-    return dict(regs=res.get("reg"), stack=res.get("stack"), local=res.get("local"), static_smem=res.get("shared"),
-                spill_stores=int(spills.group(1)) if spills else None,
-                spill_loads=int(spills.group(2)) if spills else None, mma=mma)
-
-
 def compile_kernel(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, **flags) -> dict:
     """Compile one kernel for sm_90 and return its row.
 
     Args: kind a key of KERNEL_FNS; cell a key of CELLS; dtype a key of DTYPES; H hidden size; B batch;
-    cfg a StepConfig (default: fusedrnn's heuristic, ``config_for``); flags save / has_bias / fuse_input
+    cfg a KernelConfig (default: fusedrnn's heuristic, ``config_for``); flags save / has_bias / fuse_input
     (forward kernels) or has_next (step_bwd). Raises on a failed compile.
     Row keys: the arguments, BLOCK_B/H/K, num_warps, num_stages, regs, spills (bytes stored + loaded),
     spill_stores, spill_loads, smem (bytes), mma (instruction counts), tensor_cores (e.g. "HGMMA" or "none").
@@ -186,7 +155,7 @@ def compile_kernel(kind: str, cell: str, dtype: str, H: int, B: int, cfg=None, *
     src, options, cfg = build_source(kind, cell, dtype, H, B, cfg, **flags)
     with contextlib.redirect_stdout(io.StringIO()):  # ptxas failures print the whole PTX
         k = triton.compile(src, target=GPUTarget("cuda", ARCH, 32), options=options)
-    res = _analyze(k.asm["ptx"], k.asm["cubin"])
+    res = ptx.analyze(k.asm["ptx"], k.asm["cubin"])
     used = [op for op, n in res["mma"].items() if n]
     return dict(kind=kind, cell=cell, dtype=dtype, H=H, B=B, **flags, variant=cfg.variant, BLOCK_B=cfg.BLOCK_B, BLOCK_H=cfg.BLOCK_H,
                 BLOCK_K=cfg.BLOCK_K, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **res,
@@ -237,7 +206,7 @@ def dispatched(cells=tuple(CELLS), dtypes=("bf16", "fp16"), hidden=HIDDEN, batch
     each sequence length in ``lengths``. Imports fusedrnn (and torch)."""
     import torch
 
-    from fusedrnn import launch
+    from fusedrnn import dispatch
     _, autotune = _modules()
     h100 = sys.modules[autotune.__name__ + ".spaces"].KNOWN_GPUS["H100"]
     dt = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "fp32-tf32": torch.float32,
@@ -248,12 +217,12 @@ def dispatched(cells=tuple(CELLS), dtypes=("bf16", "fp16"), hidden=HIDDEN, batch
             for H in hidden:
                 for B in batch:
                     for T in lengths:
-                        kernel, plan = launch._choose(cell, dt[dtype], torch.device("cuda"), T, B, H, False, h100)
+                        kernel, plan = dispatch.choose(cell, dt[dtype], torch.device("cuda"), T, B, H, False, h100)
                         if kernel == "step":
                             kinds = [("step_fwd", dict(save=True, has_bias=True)),
                                      ("step_fwd", dict(save=False, has_bias=True)), ("step_bwd", dict(has_next=True))]
                         else:
-                            prefix = {"cooperative": "coop", "streamed": "streamed"}[plan.variant] if plan else "tiled"
+                            prefix = plan.variant if plan else "tiled"  # "resident" or "streamed"
                             kinds = [(f"{prefix}_fwd", dict(save=True, fuse_input=False)),
                                      (f"{prefix}_fwd", dict(save=False, fuse_input=True)), (f"{prefix}_bwd", {})]
                         for kind, flags in kinds:
@@ -276,60 +245,31 @@ SCENARIOS = (("T=1", 1, True, "auto"), ("T=1", 1, False, "auto"), ("T=2", 2, Tru
 _TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp32-tf32": "float32", "fp64": "float64"}
 
 
-class _Recorder:
-    """Stands in for a jitted kernel in ``fusedrnn.launch``: ``kernel[grid](*args, **kwargs)`` is recorded, not run."""
-
-    def __init__(self, fn, log):
-        self.fn, self.log = fn, log
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.log.append((self.fn, args, kwargs))
-
-
 def record_launches(cell: str, dtype: str, H: int, B: int, T: int, train: bool, kernel: str = "auto", I=None,
                     limits=None) -> list:
     """The kernel launches ``fusedrnn.launch`` makes for one layer call (one direction, dense input, biases, input size
-    ``I``, default H) on the GPU ``limits`` (default an H100) without a GPU: the layer runs on CPU tensors with the
-    launcher's CUDA decisions (``_choose`` / ``coop_plan`` for that GPU, ``_dot_settings`` for CUDA, the heuristic
-    configurations ``default_step_config``, as with no tuned table) and its kernels replaced by recorders. A training
-    call runs the forward with saved activations and the backward; T=1 training also runs the Cell API
-    (``launch.cell_fwd`` / ``cell_bwd``). Returns [(JITFunction, args, kwargs)] in launch order. Imports torch."""
+    ``I``, default H) on the GPU ``limits`` (default an H100) without a GPU: the layer runs on CPU tensors inside
+    ``dispatch.planning_for(limits)`` (every decision as on that GPU: plans, cooperative grids, CUDA dot settings, the
+    heuristic configurations ``default_kernel_config`` as with no tuned table; TF32 as the dtype name says) and
+    ``calls.recording(run=False)`` (each launch recorded, none run). A training call runs the forward with saved
+    activations and the backward; T=1 training also runs the Cell API (``launch.cell_fwd`` / ``cell_bwd``). Returns
+    [(JITFunction, args, kwargs)] in launch order (every argument by keyword). Imports torch."""
     import torch
 
     import fusedrnn
-    from fusedrnn import launch
+    from fusedrnn import calls, dispatch, launch, settings
     _, autotune = _modules()
     spaces = sys.modules[autotune.__name__ + ".spaces"]
     limits = limits or spaces.KNOWN_GPUS["H100"]
-    cuda = torch.device("cuda")
     I = H if I is None else I  # noqa: E741 - the legend's name
-    log = []
-    saved = {name: getattr(launch, name) for name in ("_choose", "_dot_settings", "_config", "device_limits",
-                                                      *(KERNEL_FNS[k] for k in KINDS))}
-    precision = DTYPES[dtype][2]
-
-    def dot_settings(dt, device):
-        out = dict(saved["_dot_settings"](dt, cuda))
-        if dt == torch.float32:  # the TF32 switch as this dtype name says ("fp32": torch's default, off)
-            out["DOT_PRECISION"] = precision
-        return out
-
-    launch._choose = lambda cell_, dt, device, T_, B_, H_, proj, limits_=None: saved["_choose"](
-        cell_, dt, cuda, T_, B_, H_, proj, limits)
-    launch._dot_settings = dot_settings
-    launch._config = lambda kernel_, cell_, H_, K, B_, dt, device, I_=0: spaces.default_step_config(
-        "cuda", H_, K, B_, dt.itemsize, kernel_.split("_")[0])
-    launch.device_limits = lambda device: limits
     linear = torch.nn.functional.linear  # the input projection's values feed only recorders: an empty result will do
     torch.nn.functional.linear = lambda a, w, b=None: torch.empty((*a.shape[:-1], w.shape[0]), dtype=a.dtype)
-    for name in saved:
-        if name.endswith("_kernel"):
-            setattr(launch, name, _Recorder(saved[name], log))
     try:
-        with fusedrnn.use_kernel(kernel):
+        with fusedrnn.use_kernel(kernel), dispatch.planning_for(limits), \
+                settings.use_tf32(DTYPES[dtype][2] == "tf32"), calls.recording(run=False) as log:
             spec = launch.CELLS[cell]
             dt = getattr(torch, _TORCH_DTYPES[dtype])
-            G, lstm = spec.gates, cell == "lstm"
+            G, lstm = spec.gates, spec.has_c
 
             def rnd(*shape):
                 return torch.randn(*shape).to(dt)
@@ -346,14 +286,12 @@ def record_launches(cell: str, dtype: str, H: int, B: int, T: int, train: bool, 
                 launch.cell_bwd(cell, rnd(B, H), rnd(B, H) if lstm else None, x[0], h0, c0, w_ih, w_hh, True, c1, sv1)
     finally:
         torch.nn.functional.linear = linear
-        for name, value in saved.items():
-            setattr(launch, name, value)
-    return log
+    return [(one.kernel, (), dict(one.arguments)) for one in log]
 
 
 def _kind_of(fn_name: str, kwargs: dict) -> str:
     kind = {v: k for k, v in KERNEL_FNS.items() if not k.startswith("streamed")}[fn_name]
-    return kind.replace("tiled", "streamed") if kwargs.get("COOP") else kind
+    return kind.replace("resident", "streamed") if kwargs.get("RESIDENT") is False else kind
 
 
 _LAUNCH_OPTIONS = ("num_warps", "num_stages", "maxnreg", "launch_cooperative_grid")
@@ -455,7 +393,7 @@ def _record_group(group) -> list:
 
 def compile_spec(spec: dict, analyze: bool = False):
     """Compile a ``launch_spec`` for sm_90a (kernels from ``_SRC`` with --src). Returns the CompiledKernel and, with
-    ``analyze``, its resources (``_analyze``)."""
+    ``analyze``, its resources (``ptx.analyze``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     kernels, _ = _modules()
@@ -463,7 +401,7 @@ def compile_spec(spec: dict, analyze: bool = False):
                                     constexprs=spec["constexprs"], attrs=spec["attrs"])
     with contextlib.redirect_stdout(io.StringIO()):  # ptxas failures print the whole PTX
         k = triton.compile(src, target=GPUTarget("cuda", ARCH, 32), options=spec["options"])
-    return k, (_analyze(k.asm["ptx"], k.asm["cubin"]) if analyze else None)
+    return k, (ptx.analyze(k.asm["ptx"], k.asm["cubin"]) if analyze else None)
 
 
 def _spec_row(item) -> dict:
@@ -517,215 +455,6 @@ def format_launched(rows: list[dict]) -> str:
 
 
 # ---- reading the PTX ------------------------------------------------------------------------------------------
-
-#: direction -> the cooperative kernels' pointer arguments through which a step reads what other programs wrote in
-#: the step before: h_{t-1} (forward, the outputs y), dHp_{t+1} (backward).
-SHARED = {"fwd": ("p_y", ), "bwd": ("p_dhp", )}
-
-def ptx_params(spec_or_src) -> list:
-    """The names of a compiled kernel's PTX parameters ``<kernel>_param_<i>``, in order: its arguments that are not
-    constexprs (Triton appends its own scratch pointers after them)."""
-    signature = spec_or_src["signature"] if isinstance(spec_or_src, dict) else spec_or_src.signature
-    return [name for name, ty in signature.items() if ty != "constexpr"]
-
-
-_REG = re.compile(r"%[a-z]+\d+")
-_MEM = re.compile(r"\[([^\]]*)\]")
-
-
-class Ptx:
-    """A kernel's PTX as a list of instructions, its control-flow graph (one node per instruction) and register taint.
-
-    Each instruction: ``op`` (opcode with its modifiers, e.g. ``ld.global.gpu.acquire.b32``), ``args`` (operand
-    text), ``line`` (1-based line in the PTX). ``succ[i]``: the instructions that may run after i (fall-through,
-    branch targets)."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.ins, labels = [], {}
-        for n, raw in enumerate(text.splitlines(), 1):
-            for part in raw.split("//")[0].split(";"):  # inline asm may put several statements on a line
-                line = part.strip()
-                while line[:1] in ("{", "}"):  # scopes of inline asm
-                    line = line[1:].strip()
-                if not line or line.startswith((".", ")", "(")):  # directives, declarations, the parameter list
-                    continue
-                m = re.match(r"^(\$?[\w$]+):$", line)
-                if m:
-                    labels[m.group(1)] = len(self.ins)
-                    continue
-                pred = None
-                if line.startswith("@"):
-                    pred, line = line.split(None, 1)
-                op, _, rest = line.partition(" ")
-                self.ins.append(dict(op=op.strip(), args=rest.strip(), pred=pred, line=n))
-        self.succ = []
-        for i, ins in enumerate(self.ins):
-            nxt = []
-            if ins["op"].startswith("bra"):
-                nxt.append(labels[ins["args"].split()[-1].rstrip(";")])
-                if ins["pred"]:
-                    nxt.append(i + 1)
-            elif ins["op"] not in ("ret", "exit", "trap"):
-                nxt.append(i + 1)
-            self.succ.append([j for j in nxt if j < len(self.ins)])
-
-    def addresses(self, i: int) -> list:
-        """The registers of instruction i's memory operands (``[%rd5 + 16]``), in order."""
-        return [r for a in _MEM.findall(self.ins[i]["args"]) for r in _REG.findall(a)]
-
-    def tainted(self, param_indices) -> set:
-        """Registers computed from the kernel parameters ``param_indices`` (their ld.param and every register an
-        arithmetic, move or conversion derives from them, to a fixed point over the loops). A value loaded from
-        memory is data, not an address: loads do not pass taint on; nor do predicates."""
-        names = {f"_param_{k}]" for k in param_indices}
-        taint = set()
-        changed = True
-        while changed:
-            changed = False
-            for ins in self.ins:
-                op, args = ins["op"], ins["args"]
-                regs = _REG.findall(args)
-                if not regs or regs[0].startswith("%p"):
-                    continue
-                if op.startswith("ld.param"):
-                    hit = any(args.replace(" ", "").endswith(n) for n in names)
-                elif op.split(".")[0] in ("ld", "ldu", "atom", "st", "red", "cp", "bar", "bra", "ldmatrix", "stmatrix",
-                                          "wgmma", "mma", "fence", "membar", "prefetch", "shfl", "vote"):
-                    continue
-                else:
-                    hit = any(r in taint for r in regs[1:])
-                if hit and regs[0] not in taint:
-                    taint.add(regs[0])
-                    changed = True
-        return taint
-
-    def sccs(self, removed=frozenset()) -> list:
-        """Strongly connected components of the control-flow graph without the nodes ``removed`` (iterative
-        Tarjan); a loop's instructions form one component."""
-        index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
-        for root in range(len(self.ins)):
-            if root in index or root in removed:
-                continue
-            work = [(root, 0)]
-            while work:
-                v, k = work.pop()
-                if k == 0:
-                    index[v] = low[v] = counter[0]
-                    counter[0] += 1
-                    stack.append(v)
-                    on.add(v)
-                succ = [w for w in self.succ[v] if w not in removed]
-                if k < len(succ):
-                    work.append((v, k + 1))
-                    w = succ[k]
-                    if w not in index:
-                        work.append((w, 0))
-                    elif w in on:
-                        low[v] = min(low[v], index[w])
-                    continue
-                if low[v] == index[v]:
-                    comp = set()
-                    while True:
-                        w = stack.pop()
-                        on.discard(w)
-                        comp.add(w)
-                        if w == v:
-                            break
-                    if len(comp) > 1 or v in self.succ[v]:
-                        out.append(comp)
-                if work:
-                    u = work[-1][0]
-                    low[u] = min(low[u], low[v])
-        return out
-
-    def reachable(self, starts, blocked) -> set:
-        """Instructions reachable from the successors of ``starts`` without passing through ``blocked``."""
-        seen, todo = set(), [j for s in starts for j in self.succ[s]]
-        while todo:
-            j = todo.pop()
-            if j in seen or j in blocked:
-                continue
-            seen.add(j)
-            todo.extend(self.succ[j])
-        return seen
-
-
-def _reads_global(ins) -> bool:
-    op = ins["op"].split(".")
-    if op[0] in ("ld", "ldu"):
-        return not {"param", "shared", "local", "const"} & set(op)
-    return op[0] == "cp" and "global" in op or op[0] == "atom"
-
-
-def barrier_violations(ptx: str, params: list, shared: tuple) -> list:
-    """Why the grid barrier in this PTX does not order the programs' writes before the reads of the next step; empty
-    when it does. ``params``: the PTX parameter names (``ptx_params``); the barrier counter is ``p_bar``, what other
-    programs wrote is read through ``shared`` (``p_y`` in a forward: h_{t-1}; ``p_dhp`` in a backward: dHp_{t+1}).
-
-    Read from the code, by following the registers computed from those parameters:
-      - every access to the counter is the arrival, a release add at GPU scope (``red``/``atom`` ``.release.gpu``),
-        or a poll, an acquire read at GPU scope (``ld.acquire.gpu`` or ``atom.acquire.gpu``): no relaxed or volatile
-        poll, whatever fence follows it;
-      - the time loop is the loop (strongly connected component of the control flow) that holds the arrival; a poll
-        sits in it, in a spin loop of its own (a cycle without the arrival);
-      - every global read of ``shared`` (ld, cp.async) sits in the time loop (not hoisted out of it), and no path
-        leads from the arrival to one without passing a poll: the next step reads only after the acquire."""
-    ins = Ptx(ptx)
-    bar = ins.tainted([params.index("p_bar")])
-    data = ins.tainted([params.index(p) for p in shared])
-    where = lambda i: f"line {ins.ins[i]['line']}: {ins.ins[i]['op']} {ins.ins[i]['args']}"  # noqa: E731
-    errors, arrivals, polls, reads = [], [], [], []
-    for i, x in enumerate(ins.ins):
-        op = set(x["op"].split("."))
-        addrs = ins.addresses(i)
-        if op & {"ld", "ldu", "atom", "red", "st"} and any(r in bar for r in addrs):
-            if op & {"red", "atom"} and "add" in op and op & {"release", "acq_rel"} and "gpu" in op:
-                arrivals.append(i)
-            elif op & {"ld", "ldu", "atom"} and op & {"acquire", "acq_rel"} and "gpu" in op:
-                polls.append(i)
-            else:
-                errors.append(f"an access to the barrier counter that is neither a release add nor an acquire read "
-                              f"at GPU scope: {where(i)}")
-        elif _reads_global(x) and any(r in data for r in addrs[-1:]):
-            reads.append(i)
-    if not arrivals:
-        errors.append("no arrival (release add at GPU scope) on the barrier counter")
-    if not polls:
-        errors.append("no poll (acquire read at GPU scope) of the barrier counter")
-    if not reads:
-        errors.append(f"no global read through {shared}")
-    if errors:
-        return errors
-    loops = ins.sccs()
-    time_loop = next((c for c in loops if arrivals[0] in c), None)
-    if time_loop is None:
-        return [f"the arrival is in no loop: {where(arrivals[0])}"]
-    if not any(p in time_loop for p in polls):
-        errors.append("no poll inside the time loop")
-    spins = ins.sccs(removed=frozenset(arrivals))
-    if not any(p in c for c in spins for p in polls if p in time_loop):
-        errors.append("no poll spins (sits in a loop without the arrival): the barrier does not wait")
-    for i in reads:
-        if i not in time_loop:
-            errors.append(f"a read of what other programs wrote outside the time loop (hoisted): {where(i)}")
-    early = ins.reachable(arrivals, set(polls))
-    for i in reads:
-        if i in early:
-            errors.append(f"a read of what other programs wrote reachable from the arrival before any poll: {where(i)}")
-    return errors
-
-
-def nan_dropping_minmax(ptx: str) -> list:
-    """Float max/min instructions of the PTX that drop NaN (``max.f32``, ``min.f64``...: they return the operand that
-    is not NaN; ``.NaN`` variants propagate it), as 'line N: instruction'."""
-    out = []
-    for n, raw in enumerate(ptx.splitlines(), 1):
-        m = re.search(r"\b((?:max|min)(?:\.\w+)*)\s", raw.split("//")[0])
-        if m and re.search(r"\.(f16|bf16|f32|f64|f16x2|bf16x2)\b", m.group(1)) and ".NaN" not in m.group(1):
-            out.append(f"line {n}: {raw.strip()}")
-    return out
-
 
 def _error_line(e: BaseException) -> str:
     """One line saying why a compile failed: from the innermost cause (a CompilationError's own text is the source

@@ -123,14 +123,14 @@ def test_no_recompile_on_second_call(monkeypatch):
     first call reads settings.interpreting() while dynamo traces; the second call of the same shape must not
     recompile (the lazily read setting is a constant to dynamo, not a guarded global)."""
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    monkeypatch.setattr(settings, "_interpreting", None)
+    monkeypatch.setattr(settings.SETTINGS, "_interpreting", None)
     _, m = make_pair("lstm", 3, 4, num_layers=2, bidirectional=True)
     x = torch.randn(5, 2, 3)
     with fusedrnn.use_backend("auto"):
         counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
         f = torch.compile(lambda x: m(x)[0].sum(), fullgraph=True, backend=counter)
         f(x).backward()
-        assert settings._interpreting is False
+        assert settings.SETTINGS._interpreting is False
         with torch._dynamo.config.patch(error_on_recompile=True):
             f(x).backward()
             f(x).backward()

@@ -114,7 +114,7 @@ def test_reassigned_weights_are_used():
 @pytest.mark.cpu_only("plain CPU tensors without the interpreter take torch's path")
 def test_auto_uses_aten_on_cpu_without_interpreter(monkeypatch):
     """Plain CPU runs torch's own implementation: same numbers as torch.nn, no kernel launched."""
-    monkeypatch.setattr(settings, "_interpreting", False)
+    monkeypatch.setattr(settings.SETTINGS, "_interpreting", False)
     torch.manual_seed(0)
     ref, fused = make_pair("lstm", 3, 4, num_layers=2, bidirectional=True)
     x = torch.randn(5, 2, 3, requires_grad=True)
@@ -162,7 +162,7 @@ def test_installed_in_fusedrnn_namespace():
     kernels = importlib.import_module("fusedrnn.kernels")
     autotune = importlib.import_module("fusedrnn.autotune")
     assert inspect.getsourcefile(kernels.step).endswith("step.py")
-    assert autotune.default_step_config("cuda", 512, 512, 64).BLOCK_B >= 16
+    assert autotune.default_kernel_config("cuda", 512, 512, 64).BLOCK_B >= 16
 
 
 def test_source_checkout_runs_without_an_installed_mapping():

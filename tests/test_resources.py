@@ -24,7 +24,7 @@ H100 = KNOWN_GPUS["H100"]
 def test_resource_configs_are_dispatchs():
     """bench.resources compiles the configurations the launcher would use (no shipped table: the heuristics)."""
     for H, kind in ((64, "coop_fwd"), (128, "coop_bwd"), (768, "streamed_fwd"), (1024, "streamed_bwd")):
-        plan, _ = launch.coop_plan("gru", torch.bfloat16, torch.device("cuda"), H, 16, H100)
+        plan, _ = dispatch.coop_plan("gru", torch.bfloat16, torch.device("cuda"), H, 16, H100)
         assert plan is not None and plan == resources.config_for(kind, "gru", "bf16", H, 16)
     assert resources.config_for("coop_fwd", "gru", "bf16", 768, 16) is None  # the resident slice would not fit
     kinds = {c[0] for c in resources.dispatched(cells=("lstm", "rnn_tanh"))}

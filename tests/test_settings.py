@@ -8,7 +8,7 @@ the CUDA launch settings are read, nothing is launched."""
 import pytest
 import torch
 
-from fusedrnn import launch, settings
+from fusedrnn import dispatch, settings
 from fusedrnn.autotune import keys, runtime
 
 CUDA = torch.device("cuda")
@@ -25,7 +25,7 @@ def restore_precision():
 
 def _readers() -> tuple:
     """What every reader of the switch says: settings, the launcher's dot precision, the autotune key and lookup."""
-    return (settings.tf32(), launch._dot_settings(torch.float32, CUDA)["DOT_PRECISION"],
+    return (settings.tf32(), dispatch.dot_settings(torch.float32, CUDA)["DOT_PRECISION"],
             keys.dtype_name(torch.float32, "cuda"), runtime._tf32())
 
 
