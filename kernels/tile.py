@@ -241,7 +241,13 @@ def _dh_matmul(dh, p_next, s_dn, o_b, m_next, p_w, s_wr, s_wc, o_h, m_h, H, w, A
 
     HELD: ``w`` is the G-tuple of W_hh's column blocks [HP, BLOCK_H] (rows g*H + o_r, o_r < H <= HP; ``_held_bwd``)
     the caller keeps for the whole sequence: one block per gate. Else W_hh is streamed: the G*H rows in BLOCK_K
-    blocks (crossing gate boundaries: dHp's columns and W_hh's rows are both gate-major), re-read with ".ca"."""
+    blocks (crossing gate boundaries: dHp's columns and W_hh's rows are both gate-major), re-read with ".ca".
+
+    The dots accumulate into dh itself, as the resident kernel always did (the step and batch-tiled kernels summed
+    into zeros and added dh after): one accumulator live in the loop instead of two. In the sm_90a builds of
+    ``bench.resources`` that saves up to 16 registers in most step and streamed backwards and removes their spills
+    in some (Triton 3.6: fp32 RNN, fp64 LSTM), at the price of 16-20 registers in Triton 3.9's fp64 16-row step
+    backward (GRU; LSTM there trades them for its 12 bytes of spills)."""
     if HELD:
         o_r = tl.arange(0, HP)
         for g in tl.static_range(G):
