@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -24,6 +25,21 @@ TOL = {
 }
 
 MODULES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+
+
+@functools.lru_cache(maxsize=None)
+def torch_cpu_lstm_bf16_runs() -> bool:
+    """Whether torch's own dense CPU LSTM runs under torch.autocast("cpu", bfloat16): it takes oneDNN's bf16 LSTM
+    there, which fails on CPUs without bf16 support ("could not create a primitive descriptor for the LSTM forward
+    propagation primitive"; seen on an AMD EPYC without AVX-512). Tests that compare with it skip there."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        try:
+            torch.nn.LSTM(2, 2)(torch.randn(2, 1, 2))
+        except RuntimeError as e:
+            if "primitive descriptor" in str(e):
+                return False
+            raise
+    return True
 
 #: Where the kernel tests run (conftest.py makes it torch's default device in every test): CUDA with compiled
 #: kernels where it exists, else the CPU under the Triton interpreter.

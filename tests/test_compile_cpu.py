@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 from fusedrnn import settings
-from _helpers import assert_close, make_pair
+from _helpers import assert_close, make_pair, torch_cpu_lstm_bf16_runs
 
 F32 = torch.float32
 OP = "fusedrnn.aten_rnn"
@@ -271,6 +271,8 @@ def test_autocast_bf16(cell, kw):
     """CPU autocast to bf16 inside the compiled function: the dtypes torch's RNN policy gives (everything bf16 for
     a dense LSTM, the state kept in fp32 for GRU and a projected LSTM's c), the same values and gradients as
     eager."""
+    if cell == "lstm" and not kw and not torch_cpu_lstm_bf16_runs():
+        pytest.skip("torch's own CPU LSTM (eager, the reference here) cannot run bf16 autocast on this CPU")
     _, m = make_pair(cell, 3, 4, num_layers=2, **kw)
     x = torch.randn(5, 2, 3, requires_grad=True)
 

@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedrnn
 from _helpers import TOL, assert_close, kernels_ran, make_pair
-from fusedrnn import calls, dispatch, launch
+from fusedrnn import calls, dispatch, launch, settings
 from fusedrnn.autotune import runtime as autotune_runtime
 from fusedrnn.autotune import spaces
 from fusedrnn.autotune.spaces import KNOWN_GPUS, KernelConfig
@@ -222,6 +222,7 @@ def test_coop_plan_refuses_what_cannot_be_resident(monkeypatch):
         plan, why = dispatch.coop_plan("lstm", torch.bfloat16, cuda, H, B, KNOWN_GPUS["H100"])
         assert plan.variant == "streamed" and spaces.coop_grid(plan, H, B, 132) == grid, (H, B)
     monkeypatch.setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "50")
+    monkeypatch.setattr(settings.SETTINGS, "_mps", None)  # read once per process: read it again
     plan, why = dispatch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, KNOWN_GPUS["H100"])
     assert plan is None and "MPS" in why
 

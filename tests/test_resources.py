@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from _helpers import load_bench
-from fusedrnn import launch
+from fusedrnn import dispatch
 from fusedrnn.autotune.spaces import KNOWN_GPUS
 
 load_bench()
@@ -23,14 +23,14 @@ H100 = KNOWN_GPUS["H100"]
 
 def test_resource_configs_are_dispatchs():
     """bench.resources compiles the configurations the launcher would use (no shipped table: the heuristics)."""
-    for H, kind in ((64, "coop_fwd"), (128, "coop_bwd"), (768, "streamed_fwd"), (1024, "streamed_bwd")):
+    for H, kind in ((64, "resident_fwd"), (128, "resident_bwd"), (768, "streamed_fwd"), (1024, "streamed_bwd")):
         plan, _ = dispatch.coop_plan("gru", torch.bfloat16, torch.device("cuda"), H, 16, H100)
         assert plan is not None and plan == resources.config_for(kind, "gru", "bf16", H, 16)
-    assert resources.config_for("coop_fwd", "gru", "bf16", 768, 16) is None  # the resident slice would not fit
+    assert resources.config_for("resident_fwd", "gru", "bf16", 768, 16) is None  # the resident slice would not fit
     kinds = {c[0] for c in resources.dispatched(cells=("lstm", "rnn_tanh"))}
     # T=16: stepwise; T=100 and 1024: cooperative (rnn_tanh H=256 resident, the rest streamed). The batch-tiled
     # kernel runs on an H100 only for batches too large for a cooperative grid, which these shapes are not.
-    assert {"step_fwd", "step_bwd", "coop_fwd", "coop_bwd", "streamed_fwd", "streamed_bwd"} == kinds
+    assert {"step_fwd", "step_bwd", "resident_fwd", "resident_bwd", "streamed_fwd", "streamed_bwd"} == kinds
 
 
 def test_jit_helpers_declare_no_default_arguments():
