@@ -3,7 +3,7 @@
 Everything that needs to know a cell reads it here: the custom ops (one pair per cell), the launcher and the
 kernels (whose constexpr traits derive from it), the autotune spaces and presets, the benchmarks, the static
 resource report and the reference. Plain Python data: importing it imports neither torch nor triton, so the
-kernels, the tuner's spaces and ``bench.resources --src`` can all read it.
+kernels and the tuner's spaces can read it.
 
 Fields (G gates, NS saved values per hidden unit, H hidden):
 

@@ -43,13 +43,13 @@ def _compile_in_subprocess(script: str, tmp_path: Path, *args: str, timeout: int
 @pytest.mark.slow
 def test_every_dispatched_configuration_compiles_for_small_and_odd_hidden_sizes(tmp_path):
     """H = 1..20, 33, 100, 257 (batch 3), every cell, bf16/fp32/fp64 (fp16 builds the same configurations as bf16;
-    ``python -m bench.resources --launched --per-config`` covers it, and fp32-tf32): every configuration the launcher picks on
+    ``python -m bench.resources --per-config`` covers it, and fp32-tf32): every configuration the launcher picks on
     an H100 (step, batch-tiled, resident and streamed cooperative kernels, forward and backward; training and
     inference, T = 1, 2, 32 and the batch-tiled kernel forced) compiles for sm_90a. The launches are recorded from
     ``fusedrnn.launch`` itself (``dispatch.planning_for`` the H100's limits: its plans, the heuristic configurations),
     with the arguments Triton's JIT would specialize, and each configuration (kernel, cell, dtype, block sizes,
     KP/HP, options) is compiled once, for its launch with the most dots and the smallest H
-    (``bench.resources --launched --per-config``). The resident kernels' dots reduce over KP / HP; with
+    (``bench.resources --per-config``). The resident kernels' dots reduce over KP / HP; with
     next_power_of_2(H) there, H <= 8 gave K < 16 and failed to build ("Input shapes should have ... K >= 16") on the
     GPU path dispatch sends them for T >= 32. The cooperative kernels' PTX also passes the barrier checks of
     ``test_grid_barrier_orders_the_steps_in_the_ptx``, and no kernel has a NaN-dropping float max/min."""
@@ -105,21 +105,20 @@ def test_relu_compiles_to_nan_propagating_code(tmp_path):
         import triton
         from triton.backends.compiler import GPUTarget
         from bench import resources as r
-        r._SRC = sys.argv[2] or None
-        sys.path.insert(0, sys.argv[3])
+        sys.path.insert(0, sys.argv[2])
         import nan_toy
         out = {}
         for dtype in ("bf16", "fp64"):
             for kind, H in (("step_fwd", 64), ("tiled_fwd", 64), ("resident_fwd", 64), ("streamed_fwd", 1024),
                             ("step_bwd", 64), ("resident_bwd", 64)):
-                flags = dict(save=True, fuse_input=kind == "step_fwd") if kind.endswith("fwd") else {}
-                ptx, _ = r.ptx_of(kind, "rnn_relu", dtype, H, 16, **flags)
+                flags = dict(SAVE=True, FUSE_INPUT=kind == "step_fwd") if kind.endswith("fwd") else {}
+                ptx, _ = r.ptx_of(r.find(kind, "rnn_relu", dtype, H, 16, **flags))
                 out[f"{kind} {dtype}"] = r.nan_dropping_minmax(ptx)
         src = triton.compiler.ASTSource(fn=nan_toy.relu_by_maximum, signature={"p": "*fp32", "n": "i32"})
         toy = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(enable_fp_fusion=True))
         out["toy"] = r.nan_dropping_minmax(toy.asm["ptx"])
         json.dump(out, open(sys.argv[1], "w"))
-    """, tmp_path, "", str(tmp_path))
+    """, tmp_path, str(tmp_path))
     assert any("max.f32" in line for line in found.pop("toy")), "the check misses tl.maximum's max.f32"
     assert len(found) == 12
     dropping = {k: v for k, v in found.items() if v}
@@ -229,7 +228,7 @@ def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
     after each (a patched copy of kernels/), and toy kernels whose read is hoisted out of the loop, made between the
     arrival and the poll, or whose arrival is relaxed; the same toy with the real barrier passes."""
     patched = tmp_path / "patched"
-    for folder in ("kernels", "autotune"):
+    for folder in ("kernels", ):
         shutil.copytree(ROOT / folder, patched / folder)
     persistent = patched / "kernels" / "persistent.py"
     text = persistent.read_text()
@@ -245,11 +244,11 @@ def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
         for kind, H in (("resident_fwd", 64), ("resident_bwd", 64), ("streamed_fwd", 1024), ("streamed_bwd", 1024)):
             flag_sets = [{}]
             if kind.endswith("fwd"):  # training, and inference (the input projection fused)
-                flag_sets = [dict(save=True, fuse_input=False), dict(save=False, fuse_input=True)]
+                flag_sets = [dict(SAVE=True, FUSE_INPUT=False), dict(SAVE=False, FUSE_INPUT=True)]
             for cell in ("lstm", "gru"):
                 for flags in flag_sets:
-                    ptx, params = r.ptx_of(kind, cell, "bf16", H, 16, **flags)
-                    out[f"{kind} {cell} fuse={flags.get('fuse_input', 0)}"] = r.barrier_violations(
+                    ptx, params = r.ptx_of(r.find(kind, cell, "bf16", H, 16, **flags))
+                    out[f"{kind} {cell} fuse={flags.get('FUSE_INPUT', 0)}"] = r.barrier_violations(
                         ptx, params, r.SHARED[kind[-3:]])
                     assert ".gpu.acquire" in ptx
         sys.path.insert(0, sys.argv[2])
@@ -262,7 +261,7 @@ def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
                                options=dict(num_warps=1, enable_fp_fusion=True))
             out[f"toy {mode}"] = r.barrier_violations(k.asm["ptx"], r.ptx_params(src), ("p_y", ))
         r._SRC = sys.argv[3]  # kernels/ with the relaxed, fenced polls
-        ptx, params = r.ptx_of("resident_fwd", "gru", "bf16", 64, 16)
+        ptx, params = r.ptx_of(r.find("resident_fwd", "gru", "bf16", 64, 16))
         assert "fence.acq_rel.gpu" in ptx
         out["relaxed polls + fence"] = r.barrier_violations(ptx, params, r.SHARED["fwd"])
         json.dump(out, open(sys.argv[1], "w"))

@@ -21,13 +21,24 @@ ROOT = Path(__file__).resolve().parents[1]
 H100 = KNOWN_GPUS["H100"]
 
 
-def test_resource_configs_are_dispatchs():
-    """bench.resources compiles the configurations the launcher would use (no shipped table: the heuristics)."""
+def test_resource_launches_are_dispatchs():
+    """bench.resources compiles the launches the launcher makes (recorded, with the heuristic configurations: no
+    shipped table): a cooperative launch carries dispatch's plan, and --dispatch's kernels are dispatch's picks.
+    (This process interprets the kernels, so the records are read here, not their compile specs.)"""
     for H, kind in ((64, "resident_fwd"), (128, "resident_bwd"), (768, "streamed_fwd"), (1024, "streamed_bwd")):
         plan, _ = dispatch.coop_plan("gru", torch.bfloat16, torch.device("cuda"), H, 16, H100)
-        assert plan is not None and plan == resources.config_for(kind, "gru", "bf16", H, 16)
-    assert resources.config_for("resident_fwd", "gru", "bf16", 768, 16) is None  # the resident slice would not fit
-    kinds = {c[0] for c in resources.dispatched(cells=("lstm", "rnn_tanh"))}
+        record, = (one for one in resources.record_launches("gru", "bf16", H, 16, 32, True, "cooperative")
+                   if one.name == kind)
+        a = record.arguments
+        assert plan is not None and (a["BLOCK_B"], a["BLOCK_H"], a["BLOCK_K"], a["num_warps"]) == (
+            plan.BLOCK_B, plan.BLOCK_H, plan.BLOCK_K, plan.num_warps)
+        assert a["RESIDENT"] == kind.startswith("resident")
+    # The resident slice of GRU H=768 would not fit: streamed.
+    assert {one.name for one in resources.record_launches("gru", "bf16", 768, 16, 32, True)} == {
+        "streamed_fwd", "streamed_bwd"}
+    kinds = {one.name for cell in ("lstm", "rnn_tanh") for H in resources.HIDDEN for B in resources.BATCH
+             for _, T, train, kernel in resources.DISPATCH_SCENARIOS
+             for one in resources.record_launches(cell, "bf16", H, B, T, train, kernel)}
     # T=16: stepwise; T=100 and 1024: cooperative (rnn_tanh H=256 resident, the rest streamed). The batch-tiled
     # kernel runs on an H100 only for batches too large for a cooperative grid, which these shapes are not.
     assert {"step_fwd", "step_bwd", "resident_fwd", "resident_bwd", "streamed_fwd", "streamed_bwd"} == kinds
@@ -51,8 +62,9 @@ def test_jit_helpers_declare_no_default_arguments():
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_dispatched_kernels_do_not_spill_and_use_tensor_cores(cell, tmp_path):
-    """H in {256, 512, 768, 1024}, B in {16, 64}, T in {16, 100, 1024}, bf16 and fp16: every kernel compiles for
-    sm_90a, spills nothing and has HGMMA/HMMA instructions. Compiled in a subprocess: the suite's process runs
+    """H in {256, 512, 768, 1024}, B in {16, 64}, T in {16, 100, 1024}, bf16 and fp16: every launch dispatch makes
+    (recorded from the launcher) compiles for sm_90a, spills nothing, passes the PTX checks and, where it has a
+    matmul, has HGMMA/HMMA instructions. Compiled in a subprocess: the suite's process runs
     the Triton interpreter, which cannot compile."""
     out = tmp_path / "rows.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -65,6 +77,8 @@ def test_dispatched_kernels_do_not_spill_and_use_tensor_cores(cell, tmp_path):
     assert not failed, failed
     spilled = [f"{r['kind']} {r['dtype']} H={r['H']} B={r['B']}: {r['spills']} B" for r in rows if r["spills"]]
     assert not spilled, f"register spills: {spilled}"
-    scalar = [f"{r['kind']} {r['dtype']} H={r['H']} B={r['B']}" for r in rows if r["tensor_cores"] == "none"]
+    # A sequence's last step has no next step: its backward has no matmul (has_next=0), so no tensor cores.
+    scalar = [f"{r['kind']} {r['dtype']} H={r['H']} B={r['B']}" for r in rows
+              if r["tensor_cores"] == "none" and r.get("has_next", True)]
     assert not scalar, f"no tensor-core instructions: {scalar}"
     assert proc.returncode == 0, proc.stdout[-2000:]
