@@ -1,4 +1,5 @@
-"""fusedrnn.demo: the task generators, the CLI end to end, and training with fusedrnn against torch.nn.
+"""fusedrnn.demo: the task generators, the verdicts and legend of the report, the CLI end to end (and --plot),
+and training with fusedrnn against torch.nn.
 
 The convergence test trains a demo model whose recurrent layer runs the fused Triton kernels (under the
 interpreter on a CPU-only machine, as tests/conftest.py arranges) and its torch.nn twin, from the same
@@ -8,6 +9,7 @@ state_dict on the same batches, and compares the loss of every step.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 
 import pytest
@@ -15,11 +17,19 @@ import torch
 from _helpers import kernels_ran
 
 import fusedrnn
-from fusedrnn.demo import tasks
-from fusedrnn.demo.__main__ import main
+from fusedrnn.demo import report, tasks
+from fusedrnn.demo.__main__ import PRESETS, main
 from fusedrnn.demo.models import CELLS, build_model
 from fusedrnn.demo.runner import run_all
-from fusedrnn.demo.train import TrainConfig, train
+from fusedrnn.demo.train import RunResult, TrainConfig, train
+
+
+def _has_matplotlib() -> bool:
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # sys.modules["matplotlib"] is None: blocked on purpose
+        return False
+
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -164,6 +174,76 @@ def test_segments_hand_checked():
     else:
         pytest.fail("the pattern was never drawn")
     assert y[:, hits[0]].tolist() == [0, 1, 2, 2, 0, 1]
+    assert tasks.segment_boundaries(x)[:, hits[0]].tolist() == [True, False, False, False, True, False]
+
+
+def test_segment_boundaries_flag_the_resets():
+    # The flags a reset= variant would hand to the model: exactly the steps where the count starts afresh.
+    x, y = tasks.segments(32, 30, _gen(3))
+    flags = tasks.TASKS["segments"].boundaries(x)
+    assert flags.shape == (30, 32) and flags.dtype == torch.bool and flags[0].all()
+    assert (y[flags] == 0).all()
+    assert (y[1:][~flags[1:]] >= y[:-1][~flags[1:]]).all(), "a count fell without a boundary"
+
+
+# --- verdicts: derived from the table, never written in advance ---------------------------------------------------
+
+def _fake(task, table):
+    """RunResults from {cell: {length: accuracy}}: nothing trained."""
+    return [RunResult(task, cell, t, acc, 0.5, [1.0], [1.0] * t, [0.5] * t)
+            for cell, row in table.items() for t, acc in row.items()]
+
+
+def test_verdict_lists_only_what_the_table_shows():
+    table = {"rnn_tanh": {10: 0.93, 30: 0.98, 60: 0.42}, "irnn": {10: 0.84, 30: 0.22, 60: 0.01},
+             "gru": {10: 0.99, 30: 0.98, 60: 0.94}, "lstm": {10: 0.99, 30: 0.81, 60: 0.95}}
+    v = report.verdict(_fake("segments", table) + _fake("first_token", {"irnn": {10: 1.0, 30: 1.0, 60: 1.0}}),
+                       "segments")
+    assert v.lengths == (10, 30, 60) and v.pass_percent == tasks.TASKS["segments"].pass_percent == 90
+    assert v.everywhere() == ["gru"], "a cell failing at some length is listed as passing"
+    assert v.nowhere() == ["irnn"]
+    assert v.passing_at(60) == ["gru", "lstm"] and v.passing_at(30) == ["rnn_tanh", "gru"]
+    assert v.passed["lstm"] == (10, 60) and v.failed["lstm"] == (30,)
+    text = v.text()
+    assert text.startswith("verdict (pass: accuracy >= 90%): gru passes at every length (T=10,30,60);")
+    assert "rnn_tanh passes at T=10,30 only, fails at T=60" in text
+    assert "lstm passes at T=10,60 only, fails at T=30" in text
+    assert "irnn fails at every length" in text
+    # The other task's runs stay out of it.
+    assert report.verdict(_fake("segments", table), "first_token").passed == {}
+
+
+def test_verdict_extremes_and_the_printed_rounding():
+    # Pass reads the accuracy as printed: 89.6% prints as 90% and passes, 89.4% prints as 89% and fails.
+    assert report.shown_percent(0.896) == 90 and report.passes(tasks.TASKS["segments"], 0.896)
+    assert report.shown_percent(0.894) == 89 and not report.passes(tasks.TASKS["segments"], 0.894)
+    every = report.verdict(_fake("binary_add", {c: {5: 1.0, 10: 0.9} for c in CELLS}), "binary_add")
+    assert every.text().endswith("every cell passes at every length (T=5,10).")
+    # --quick's binary addition: 0-44% must not read as learned.
+    none = report.verdict(_fake("binary_add", {c: {5: 0.44, 10: 0.0} for c in CELLS}), "binary_add")
+    assert none.everywhere() == [] and none.text().endswith("no cell passes at any length (T=5,10) in this run.")
+    both = report.verdict(_fake("adding", {"gru": {10: 1.0, 30: 0.95}, "lstm": {10: 0.9, 30: 0.95}}), "adding")
+    assert both.text().endswith("gru, lstm pass at every length (T=10,30).")
+
+
+def test_table_shows_verdict_apart_from_background():
+    table = {"rnn_tanh": {10: 1.0, 60: 0.14}, "lstm": {10: 1.0, 60: 1.0}}
+    text = report.format_table(_fake("first_token", table), width=1000)
+    lines = text.splitlines()
+    assert lines[3].split()[:3] == ["rnn_tanh", "100%", "14%"]
+    verdicts = [line for line in lines if line.startswith("verdict")]
+    assert verdicts == ["verdict (pass: accuracy >= 90%): lstm passes at every length (T=10,60); rnn_tanh passes "
+                        "at T=10 only, fails at T=60."]
+    background = [line for line in lines if line.startswith("background: ")]
+    assert len(background) == 1 and tasks.TASKS["first_token"].background in background[0]
+    for task in tasks.TASKS.values():  # background says what a task asks, not who wins
+        assert "verdict" not in task.background and "%" not in task.background
+
+
+def test_default_run_leaves_adding_out():
+    assert "adding" not in PRESETS["default"]["tasks"] and "adding" in tasks.TASKS
+    assert list(PRESETS["default"]["tasks"]) == list(tasks.DEFAULT_TASKS)
+    assert PRESETS["quick"]["tasks"] == PRESETS["full"]["tasks"] == list(tasks.TASKS)
 
 
 # --- the CLI ----------------------------------------------------------------------------------------------------
@@ -181,14 +261,40 @@ def test_cli_smoke(tmp_path, capsys):
     assert len(data["runs"]) == len(tasks.TASKS) * len(CELLS)
     run = data["runs"][0]
     assert len(run["losses"]) == 3 and len(run["grad_init"]) == 5 and 0 <= run["accuracy"] <= 1
-    assert (tmp_path / "table.txt").read_text().strip() in out
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert "plots: skipped, matplotlib is not installed (pip install matplotlib)" in out
+    saved = (tmp_path / "table.txt").read_text()
+    assert saved.strip() in out
+    legend = report.format_legend(PRESETS["quick"]["eval_batch"])
+    assert saved.rstrip().endswith(legend) and legend.startswith("accuracy: share of 128 held-out sequences")
+    assert "verdict: computed from the table above" in saved
+    assert saved.count("verdict (pass: accuracy >= ") == len(tasks.TASKS)
+    if not _has_matplotlib():
+        assert "plots: skipped, matplotlib is not installed (pip install matplotlib" in out
     else:
         assert (tmp_path / "accuracy.png").stat().st_size > 0
         assert all((tmp_path / f"{name}.png").exists() for name in tasks.TASKS)
+
+
+def test_plot_redraws_from_results_json(tmp_path, capsys):
+    # --plot trains nothing: it reads results.json (as write_json writes it) and draws the PNGs next to it.
+    runs = _fake("first_token", {"rnn_tanh": {5: 0.5, 10: 0.2}, "lstm": {5: 1.0, 10: 0.9}})
+    runs += _fake("segments", {"rnn_tanh": {5: 0.95, 10: 0.9}, "lstm": {5: 0.99, 10: 0.8}})
+    report.write_json(str(tmp_path / "results.json"), runs, TrainConfig(), {"preset": "made up"})
+    assert report.read_json(str(tmp_path / "results.json"))[0] == runs
+    if not _has_matplotlib():
+        assert main(["--plot", str(tmp_path)]) == 1
+        assert "matplotlib is not installed" in capsys.readouterr().out
+        pytest.skip("matplotlib is not installed (pip install matplotlib): the plots themselves are not drawn")
+    assert main(["--plot", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "plots of 8 runs from" in out
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["accuracy.png", "first_token.png", "results.json", "segments.png"]
+    assert all((tmp_path / n).stat().st_size > 1000 for n in names if n.endswith(".png"))
+
+
+def test_plot_without_results_json(tmp_path):
+    with pytest.raises(SystemExit, match="no .*results.json"):
+        main(["--plot", str(tmp_path)])
 
 
 def test_workers_give_the_same_results():

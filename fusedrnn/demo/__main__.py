@@ -1,8 +1,10 @@
 """``python -m fusedrnn.demo``: recurrent cells on the classic long-memory tasks.
 
 Trains one small model per (task, sequence length, cell) with fusedrnn's LSTM / GRU / RNN, then prints a table
-(accuracy against length, training time, gradient norm reaching the first timestep) and writes results.json
-and PNG plots (with matplotlib) to --out. ``python -m fusedrnn.demo --help`` lists the options.
+(accuracy against length, training time, gradient norm reaching the first timestep), each task's verdict derived
+from it (which cells pass at which lengths) and a legend, and writes results.json, table.txt (the same text) and
+PNG plots (with matplotlib: the demo extra) to --out. ``--plot DIR`` redraws the plots from DIR/results.json
+without training. ``python -m fusedrnn.demo --help`` lists the options.
 """
 
 from __future__ import annotations
@@ -17,20 +19,21 @@ import torch
 
 from .. import dispatch
 from .models import CELLS, GATE_INITS
-from .report import Progress, format_table, write_json, write_plots
+from .report import Progress, format_report, read_json, write_json, write_plots
 from .runner import run_all
-from .tasks import TASKS
+from .tasks import DEFAULT_TASKS, TASKS
 from .train import TrainConfig
 
 #: Settings per preset; options given on the command line win.
 PRESETS = {
-    # A CPU-only machine, torch's CPU path: the whole default run takes a few minutes.
-    "default": dict(tasks=list(TASKS), cells=list(CELLS), lengths=[10, 30, 60], hidden=32, steps=300, batch=64,
-                    lr=1e-2, eval_batch=512),
+    # A CPU-only machine, torch's CPU path: under a minute on 2 cores. Not the adding task (tasks.DEFAULT_TASKS).
+    "default": dict(tasks=list(DEFAULT_TASKS), cells=list(CELLS), lengths=[10, 30, 60], hidden=32, steps=300,
+                    batch=64, lr=1e-2, eval_batch=512),
     # A GPU: longer sequences, wider models, more steps (the Triton kernels, compiled).
     "full": dict(tasks=list(TASKS), cells=list(CELLS), lengths=[50, 200, 1000], hidden=128, steps=2000,
                  batch=128, lr=3e-3, eval_batch=1024),
-    # Seconds on torch's CPU path: a smoke test. Under the Triton interpreter even this takes many minutes.
+    # Seconds on torch's CPU path: a smoke test of every task (too few steps to learn most of them). Under the
+    # Triton interpreter even this takes many minutes.
     "quick": dict(tasks=list(TASKS), cells=list(CELLS), lengths=[5, 10], hidden=16, steps=30, batch=16, lr=1e-2,
                   eval_batch=128),
 }
@@ -51,14 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fusedrnn.demo",
         description="Train fusedrnn RNN (tanh), IRNN (relu, identity init), GRU and LSTM on synthetic long-memory "
-                    "tasks and show when and why gated cells beat a plain RNN: accuracy against sequence length, "
-                    "training time, and the gradient norm reaching the first timestep.",
+                    "tasks and compare them: accuracy against sequence length, training time, and the gradient "
+                    "norm reaching the first timestep; each task's verdict (which cells pass at which lengths) is "
+                    "derived from the measured table.",
         epilog="Tasks: " + "; ".join(f"{t.name}: {t.title}" for t in TASKS.values()) + ". The default run "
-               "targets a CPU-only machine (a few minutes); --full is for a GPU.")
+               f"({','.join(DEFAULT_TASKS)}) targets a CPU-only machine (under a minute on 2 cores); adding needs "
+               "far more steps (e.g. --tasks adding --steps 2000, a few minutes); --quick and --full run every "
+               "task; --full is for a GPU.")
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--full", action="store_true", help="GPU preset: lengths 50,200,1000, hidden 128, 2000 steps")
     preset.add_argument("--quick", action="store_true", help="tiny preset (seconds): lengths 5,10, 30 steps")
-    p.add_argument("--tasks", type=_csv(str, list(TASKS)), help=f"comma-separated, from {','.join(TASKS)} (all)")
+    p.add_argument("--tasks", type=_csv(str, list(TASKS)),
+                   help=f"comma-separated, from {','.join(TASKS)} (default: all but adding)")
     p.add_argument("--cells", type=_csv(str, list(CELLS)), help=f"comma-separated, from {','.join(CELLS)} (all)")
     p.add_argument("--lengths", type=_csv(int, None), help="sequence lengths, comma-separated (10,30,60)")
     p.add_argument("--hidden", type=int, help="hidden size (32)")
@@ -77,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads per process (default 1: these matrices are too small to gain from more)")
     p.add_argument("--out", default="demo_out", help="output folder for results.json and plots (demo_out)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--plot", metavar="DIR",
+                   help="train nothing: redraw the PNG plots in DIR from DIR/results.json (of an earlier run)")
     return p
 
 
@@ -99,9 +108,28 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+_NO_MATPLOTLIB = "matplotlib is not installed (pip install matplotlib, or the demo extra: pip install \".[demo]\")"
+
+
+def replot(folder: str) -> int:
+    """``--plot DIR``: the PNG plots of DIR/results.json, redrawn into DIR. Returns the exit status."""
+    path = os.path.join(folder, "results.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"fusedrnn.demo: --plot: no {path} (write one with python -m fusedrnn.demo --out {folder})")
+    results, _, _ = read_json(path)
+    plots = write_plots(folder, results)
+    if plots is None:
+        print(f"plots: not drawn, {_NO_MATPLOTLIB}")
+        return 1
+    print(f"plots of {len(results)} runs from {path}: wrote " + ", ".join(plots))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo with command-line ``argv`` (default sys.argv[1:]). Returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.plot is not None:
+        return replot(args.plot)
     preset_name = "full" if args.full else "quick" if args.quick else "default"
     settings = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in PRESETS[preset_name].items()}
     if min(settings["lengths"]) < 2:
@@ -139,12 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         total = time.perf_counter() - start
 
-        table = format_table(results)
-        print(table)
-        print(f"\naccuracy: share of {cfg.eval_batch} held-out sequences answered right. train: training time of "
-              "the cell summed over lengths.\n|dL/dx_0|: norm of the gradient of the last output's loss with "
-              "respect to the input vector at t=0, mean over examples (0: below float32's range).\nOne seed per run: "
-              "differences of a few points are noise (--seed draws another).")
+        report = format_report(results, cfg.eval_batch)
+        print(report)
         print(f"total {total:.0f}s")
 
         os.makedirs(args.out, exist_ok=True)
@@ -153,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
                     tasks=settings["tasks"], cells=settings["cells"], lengths=settings["lengths"])
         write_json(os.path.join(args.out, "results.json"), results, cfg, info)
         with open(os.path.join(args.out, "table.txt"), "w") as f:
-            f.write(table + "\n")
+            f.write(report + "\n")
         written = [os.path.join(args.out, "results.json"), os.path.join(args.out, "table.txt")]
         if args.no_plots:
             print("plots: skipped (--no-plots)")
         else:
             plots = write_plots(args.out, results)
             if plots is None:
-                print("plots: skipped, matplotlib is not installed (pip install matplotlib)")
+                print(f"plots: skipped, {_NO_MATPLOTLIB}")
             else:
                 written += plots
         print("wrote " + ", ".join(written))

@@ -26,7 +26,8 @@ from torch import Tensor
 from .models import SeqModel, build_model
 from .tasks import ADDING_TOLERANCE, Task
 
-__all__ = ["TrainConfig", "RunResult", "derive_seed", "loss_fn", "accuracy", "train", "grad_profile", "run"]
+__all__ = ["TrainConfig", "RunResult", "derive_seed", "forward", "loss_fn", "accuracy", "train", "grad_profile",
+           "run"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,13 @@ def derive_seed(seed: int, *parts: object) -> int:
     return zlib.crc32(repr((seed, *parts)).encode()) & 0x7FFFFFFF
 
 
+def forward(model: SeqModel, task: Task, x: Tensor) -> Tensor:
+    """``model`` applied to a batch x [T, B, F] of ``task``: the one place where a model meets a batch (training,
+    gradient profile, evaluation). A task variant that hands its per-step boundary flags (Task.boundaries) to
+    the recurrent layer is added here, and in SeqModel.forward, once the modules take them."""
+    return model(x)
+
+
 def _last(task: Task, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return (out[-1], y[-1]) if task.kind == "steps" else (out, y)
 
@@ -114,7 +122,7 @@ def train(model: SeqModel, task: Task, length: int, cfg: TrainConfig, data_seed:
     for step in range(cfg.steps):
         x, y = task.generate(cfg.batch, length, gen)
         x, y = x.to(device), y.to(device)
-        loss = loss_fn(task, model(x), y)
+        loss = loss_fn(task, forward(model, task, x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -130,7 +138,7 @@ def grad_profile(model: SeqModel, task: Task, x: Tensor, y: Tensor) -> list[floa
     """g[t] for t = 0..T-1 (see the module docstring) on x [T, B, F], y as the task gives it. Leaves the
     model's parameter gradients untouched."""
     x = x.detach().clone().requires_grad_(True)
-    out, target = _last(task, model(x), y)
+    out, target = _last(task, forward(model, task, x), y)
     loss = loss_fn(task, out, target, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
     return grad.norm(dim=-1).mean(dim=1).tolist()
@@ -153,6 +161,6 @@ def run(task: Task, cell: str, length: int, cfg: TrainConfig, device: torch.devi
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - start
     with torch.no_grad():
-        acc = accuracy(task, model(x_eval), y_eval)
+        acc = accuracy(task, forward(model, task, x_eval), y_eval)
     return RunResult(task.name, cell, length, acc, train_s, losses, grad_init, grad_profile(model, task, *probe))
 
