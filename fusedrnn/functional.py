@@ -12,6 +12,13 @@ Shapes (T time, B batch, I input size, L layers, D = 2 if bidirectional else 1):
     h0 [L*D, B, P], c0 [L*D, B, H]   (None: zeros)
     output [T, B, D*P] ([B, T, D*P] with batch_first; packed [N, D*P])
     h_n [L*D, B, P], c_n [L*D, B, H]  (each sequence's state after its last element)
+    reset  bool [T, B] ([B, T] with batch_first; packed: [N], one flag per row of the packed data), or None
+
+Resets: where ``reset[t, b]`` is True, row b starts afresh at step t, in every layer: the state entering step t is
+zero (h and c), exactly as if a new sequence began there with a zero initial state (``reset[0, b]`` overrides
+hx for row b). Bidirectional layers walk each segment backwards on its own: the reverse state entering step t is
+zero where ``reset[t + 1, b]`` is True (at t = T-1 it is hx's reverse part, as without resets). No gradient
+crosses a reset, to earlier steps or to hx. ``reset=None`` is the plain recurrence.
 
 Each layer runs the input projection of all timesteps as one GEMM, then the fused recurrent kernel
 (fusedrnn.ops); dropout (training only) is applied between layers. Which implementation runs is decided by
@@ -28,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import aten, dispatch, ops
+from . import aten, dispatch, ops, reference
 from .cells import CELLS
 from .dispatch import SUPPORTED_DTYPES
+from .schedule import Schedule
 
 __all__ = ["fused_lstm", "fused_gru", "fused_rnn", "fused_lstm_cell", "fused_gru_cell", "fused_rnn_cell"]
 
@@ -97,6 +105,25 @@ def _check(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Ten
         raise RuntimeError("batch_sizes must be non-increasing, as a PackedSequence's are")
 
 
+def _check_reset(reset, input: Tensor, batch_first: bool, batch_sizes: Tensor | None) -> None:
+    """Validate ``reset`` (a bool tensor on the input's device, shaped like the input's leading dimensions) before
+    anything runs; the messages name the shape expected for this input."""
+    if not isinstance(reset, Tensor):
+        raise TypeError(f"reset must be a bool tensor or None, got {type(reset).__name__}")
+    if batch_sizes is not None:
+        expected, form = (input.size(0), ), "[N], one flag per row of the PackedSequence's data"
+    elif batch_first:
+        expected, form = tuple(input.shape[:2]), "[B, T] (batch_first=True)"
+    else:
+        expected, form = tuple(input.shape[:2]), "[T, B] (batch_first=False)"
+    if tuple(reset.shape) != expected:
+        raise ValueError(f"reset must have shape {form}: {list(expected)} for this input, got {list(reset.shape)}")
+    if reset.dtype != torch.bool:
+        raise TypeError(f"reset must be a bool tensor (True where a row starts afresh), got {reset.dtype}")
+    if reset.device != input.device:
+        raise RuntimeError(f"reset must be on the input's device, {input.device}; got {reset.device}")
+
+
 def _autocast(cell: str, input: Tensor, hx: Sequence[Tensor], weights: Sequence[Tensor], *, packed: bool = False,
               proj: bool = False, step: bool = False):
     """torch.autocast's RNN policy, on the Triton path only (the aten path applies torch's own).
@@ -124,9 +151,10 @@ def _no_autocast(amp):
 
 def _run(cell: str, input: Tensor, hx: list[Tensor], weights: Sequence[Tensor], bias: bool, num_layers: int,
          dropout: float, training: bool, bidirectional: bool, batch_first: bool, proj_size: int,
-         batch_sizes: Tensor | None):
-    """Triton path for every cell. ``hx`` is [h0] or [h0, c0] (LSTM). Returns (output, [h_n] or [h_n, c_n])."""
-    if input.dtype not in SUPPORTED_DTYPES:
+         batch_sizes: Tensor | None, reset: Tensor | None = None, naive: bool = False):
+    """Triton path for every cell (``naive``: the reference recurrence, for resets on the aten path: torch's RNN has
+    none). ``hx`` is [h0] or [h0, c0] (LSTM). Returns (output, [h_n] or [h_n, c_n])."""
+    if not naive and input.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"fusedrnn supports {', '.join(str(d) for d in SUPPORTED_DTYPES)} tensors, "
                         f"got {input.dtype}")
     dirs = 2 if bidirectional else 1
@@ -135,6 +163,11 @@ def _run(cell: str, input: Tensor, hx: list[Tensor], weights: Sequence[Tensor], 
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (input, *hx, *weights))
     sizes = None if batch_sizes is None else [int(b) for b in batch_sizes]
     x = input.transpose(0, 1) if batch_first and sizes is None else input
+    zeros = [None] * dirs  # per direction: where the state entering a step is zero (Schedule.entering)
+    if reset is not None:
+        flags = reset.t() if batch_first and sizes is None else reset
+        T, B = (len(sizes), sizes[0]) if sizes is not None else tuple(x.shape[:2])
+        zeros = [Schedule(T, B, sizes, d == 1).entering(flags) for d in range(dirs)]
     h_out: list[list[Tensor]] = [[] for _ in hx]
     for layer in range(num_layers):
         outs = []
@@ -143,8 +176,12 @@ def _run(cell: str, input: Tensor, hx: list[Tensor], weights: Sequence[Tensor], 
             w = weights[k * per:(k + 1) * per]
             b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
             c0 = hx[1][k] if len(hx) > 1 else None
-            y, h_n, c_n, *_ = op(x, hx[0][k], c0, w[0], w[1], b_ih, b_hh, w[-1] if proj_size else None, sizes,
-                                 d == 1, save)
+            w_hr = w[-1] if proj_size else None
+            if naive:
+                y, h_n, c_n = reference.recurrence(cell, x, hx[0][k], c0, w[0], w[1], b_ih, b_hh, w_hr, sizes, d == 1,
+                                                   zeros[d])
+            else:
+                y, h_n, c_n, *_ = op(x, hx[0][k], c0, w[0], w[1], b_ih, b_hh, w_hr, sizes, d == 1, save, zeros[d])
             outs.append(y)
             h_out[0].append(h_n)
             if len(hx) > 1:
@@ -168,8 +205,8 @@ def _zeros_hx(input: Tensor, weights: Sequence[Tensor], gates: int, num_layers: 
 
 def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequence[Tensor], *, bias: bool = True,
                num_layers: int = 1, dropout: float = 0.0, training: bool = False, bidirectional: bool = False,
-               batch_first: bool = False, proj_size: int = 0,
-               batch_sizes: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+               batch_first: bool = False, proj_size: int = 0, batch_sizes: Tensor | None = None,
+               reset: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """Multi-layer LSTM, as ``torch.nn.LSTM`` computes it (gates i, f, g, o; with proj_size, h = W_hr h).
 
     Args:
@@ -178,6 +215,7 @@ def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequenc
         weights: torch.nn's flat weight list (see the module docstring).
         dropout: probability of dropout on the outputs of every layer but the last, applied if ``training``.
         batch_sizes: a PackedSequence's batch_sizes (sequences sorted by decreasing length), or None.
+        reset: bool [T, B] ([B, T] with batch_first, [N] packed): where rows start afresh (module docstring).
     Returns:
         output [T, B, D*P] ([B, T, D*P] with batch_first, [N, D*P] packed) and (h_n, c_n).
     """
@@ -186,50 +224,54 @@ def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequenc
               _zeros_hx(input, weights, 4, num_layers, bidirectional, batch_first, batch_sizes))
     input, hx, weights, amp = _autocast("lstm", input, hx, weights, packed=batch_sizes is not None, proj=proj_size > 0)
     _check("lstm", input, hx, weights, num_layers, bias, bidirectional, batch_first, dropout, proj_size, batch_sizes)
-    if dispatch.select(input.device) == "aten":
+    if reset is not None:
+        _check_reset(reset, input, batch_first, batch_sizes)
+    if dispatch.select(input.device) == "aten" and reset is None:
         out, (h, c) = aten.run("lstm", input, hx, weights, batch_sizes, bias, num_layers, dropout, training,
                                bidirectional, batch_first)
         return out, (h, c)
     with _no_autocast(amp):
         out, (h, c) = _run("lstm", input, list(hx), weights, bias, num_layers, dropout, training, bidirectional,
-                           batch_first, proj_size, batch_sizes)
+                           batch_first, proj_size, batch_sizes, reset, dispatch.select(input.device) == "aten")
     if amp:
         out, h, c = out.to(amp[1]), h.to(amp[1]), c.to(amp[2])
     return out, (h, c)
 
 
 def _single_state(cell: str, input, hx, weights, bias, num_layers, dropout, training, bidirectional, batch_first,
-                  batch_sizes):
+                  batch_sizes, reset):
     if hx is None:
         hx = _zeros_hx(input, weights, CELLS[cell].gates, num_layers, bidirectional, batch_first, batch_sizes)
     input, (hx,), weights, amp = _autocast(cell, input, [hx], weights)
     _check(cell, input, [hx], weights, num_layers, bias, bidirectional, batch_first, dropout, 0, batch_sizes)
-    if dispatch.select(input.device) == "aten":
+    if reset is not None:
+        _check_reset(reset, input, batch_first, batch_sizes)
+    if dispatch.select(input.device) == "aten" and reset is None:
         out, (h,) = aten.run(cell, input, [hx], weights, batch_sizes, bias, num_layers, dropout, training,
                              bidirectional, batch_first)
         return out, h
     with _no_autocast(amp):
         out, (h,) = _run(cell, input, [hx], weights, bias, num_layers, dropout, training, bidirectional, batch_first,
-                         0, batch_sizes)
+                         0, batch_sizes, reset, dispatch.select(input.device) == "aten")
     return (out.to(amp[1]), h.to(amp[1])) if amp else (out, h)
 
 
 def fused_gru(input: Tensor, hx: Tensor | None, weights: Sequence[Tensor], *, bias: bool = True, num_layers: int = 1,
               dropout: float = 0.0, training: bool = False, bidirectional: bool = False, batch_first: bool = False,
-              batch_sizes: Tensor | None = None) -> tuple[Tensor, Tensor]:
+              batch_sizes: Tensor | None = None, reset: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Multi-layer GRU, as ``torch.nn.GRU`` computes it (gates r, z, n; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
 
     Args and shapes as ``fused_lstm`` (no projection), with ``hx`` a single h0 [L*D, B, H] or None.
     Returns (output, h_n).
     """
     return _single_state("gru", input, hx, weights, bias, num_layers, dropout, training, bidirectional, batch_first,
-                         batch_sizes)
+                         batch_sizes, reset)
 
 
 def fused_rnn(input: Tensor, hx: Tensor | None, weights: Sequence[Tensor], *, nonlinearity: str = "tanh",
               bias: bool = True, num_layers: int = 1, dropout: float = 0.0, training: bool = False,
-              bidirectional: bool = False, batch_first: bool = False,
-              batch_sizes: Tensor | None = None) -> tuple[Tensor, Tensor]:
+              bidirectional: bool = False, batch_first: bool = False, batch_sizes: Tensor | None = None,
+              reset: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Multi-layer Elman RNN, as ``torch.nn.RNN`` computes it: h' = tanh|relu(W_ih x + b_ih + W_hh h + b_hh).
 
     Args and shapes as ``fused_gru``; ``nonlinearity`` is "tanh" or "relu". Returns (output, h_n).
@@ -237,7 +279,7 @@ def fused_rnn(input: Tensor, hx: Tensor | None, weights: Sequence[Tensor], *, no
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     return _single_state("rnn_" + nonlinearity, input, hx, weights, bias, num_layers, dropout, training,
-                         bidirectional, batch_first, batch_sizes)
+                         bidirectional, batch_first, batch_sizes, reset)
 
 
 # ---- single steps (the Cells) -----------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def _unit_last_stride(x: torch.Tensor) -> torch.Tensor:
 @_on_tensors_device
 def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, w_ih: torch.Tensor,
                    w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None,
-                   w_hr: torch.Tensor | None, batch_sizes: list[int] | None, reverse: bool, save: bool):
+                   w_hr: torch.Tensor | None, batch_sizes: list[int] | None, reverse: bool, save: bool,
+                   zero: torch.Tensor | None = None):
     """Run one layer and direction over the whole sequence.
 
     Args:
@@ -60,6 +61,8 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
         h0: [B, P]; c0: [B, H] (LSTM only, else None).
         w_ih [G*H, I], w_hh [G*H, P], b_ih / b_hh [G*H] or None; w_hr [P, H] (LSTM projection) or None.
         reverse: walk the sequence from its end. save: keep what the backward needs.
+        zero: resets, [T, B] (packed [N]) uint8 in x's layout, or None: where 1, the state entering that step is zero
+            (h and c; this direction's: ``Schedule.entering``), as if a new sequence started there.
 
     Returns (y, h_n [B, P], c_n [B, H] | [0], saved, cs, hr):
         y      [T, B, P] or [N, P];
@@ -93,7 +96,7 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
     saved = sched.alloc(spec.saved * H, acc, device) if save else empty()
 
     if B > 0 and H > 0 and plan.kernel != "step":
-        _persistent_fwd(plan, spec, sched, xp, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save)
+        _persistent_fwd(plan, spec, sched, xp, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save, zero)
     elif B > 0 and H > 0:
         cfg = dispatch.config("step_fwd", cell, H, P, B, dtype, device, x.shape[-1] if plan.fuse_input else 0)
         for step in range(T):
@@ -106,8 +109,9 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
                 c_src = c_init = c_out = cs
             h_out = sched.rows(y, step) if hr is None else (sched.rows(hr, step) if save else hr[step % 2][:rows])
             _step_fwd(cfg, spec, sched.rows(xp, step), w_ih, b_ih, h_src, h_init, c_src, c_init, w_hh, b_hh, h_out,
-                      c_out, sched.rows(saved, step) if save else saved, B=rows, B_prev=split, I=x.shape[-1],
-                      save=save, fuse_input=plan.fuse_input, two_sources=two)
+                      c_out, sched.rows(saved, step) if save else saved, cs if zero is None else sched.rows(zero, step),
+                      B=rows, B_prev=split, I=x.shape[-1], save=save, fuse_input=plan.fuse_input, two_sources=two,
+                      reset=zero is not None)
             if hr is not None:
                 torch.mm(h_out, w_hr.t(), out=sched.rows(y, step))
     elif H == 0 and B > 0:
@@ -128,9 +132,11 @@ def recurrence_fwd(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tenso
 def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.Tensor | None, x: torch.Tensor,
                    h0: torch.Tensor, c0: torch.Tensor | None, w_ih: torch.Tensor, w_hh: torch.Tensor,
                    w_hr: torch.Tensor | None, has_bias: bool, batch_sizes: list[int] | None, reverse: bool,
-                   y: torch.Tensor, saved: torch.Tensor, cs: torch.Tensor, hr: torch.Tensor):
+                   y: torch.Tensor, saved: torch.Tensor, cs: torch.Tensor, hr: torch.Tensor,
+                   zero: torch.Tensor | None = None):
     """Backward through time of ``recurrence_fwd`` (run with ``save=True``); arguments as there, plus the
-    gradients dy (like y), dh_n [B, P], dc_n [B, H] (LSTM, else None).
+    gradients dy (like y), dh_n [B, P], dc_n [B, H] (LSTM, else None). With resets (``zero``) no gradient crosses
+    a flagged step: not to earlier steps, not to h0 / c0, and dW_hh sees the zeroed h_{t-1}.
 
     Returns (dx, dh0, dc0 | [0], dw_ih, dw_hh, db_ih | [0], db_hh | [0], dw_hr | [0]). The per-step kernel
     produces the gate gradients; all weight, bias and input gradients are then GEMMs and reductions over all
@@ -163,7 +169,7 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
 
     plan = dispatch.plan_layer(cell, dtype, device, T, B, H, proj, True)
     if B > 0 and H > 0 and plan.kernel != "step":
-        _persistent_bwd(plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp)
+        _persistent_bwd(plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp, zero)
     elif B > 0 and H > 0:
         cfg = dispatch.config("step_bwd", cell, H, GH, B, dtype, device)
         for step in reversed(range(T)):
@@ -173,7 +179,7 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
                 carry_p[:rows] = 0
                 if rows_next:  # rows of the next step that continue a sequence of this one
                     n = min(rows, rows_next)
-                    d[:n] += (sched.rows(dhp, step + 1)[:n] @ w_hh).to(acc)
+                    d[:n] += _kept(sched.rows(dhp, step + 1)[:n] @ w_hh, zero, sched, step + 1).to(acc)
                 sched.rows(dyp, step).copy_(d)
                 dy_t, has_next = d @ w_hr_acc, False
             else:
@@ -184,10 +190,12 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
                 c_t = cs[step + 1]
             else:
                 c_src = c_init = c_t = carry_c
+            z, z_next = (carry_h, carry_h) if zero is None else (sched.rows(zero, step), sched.rows(zero, step + 1)
+                                                                 if has_next else zero)
             _step_bwd(cfg, spec, sched.rows(dhp, step + 1) if has_next else dhp, w_hh, dy_t, carry_h, carry_c,
                       sched.rows(saved, step), c_t, c_src, c_init, h_src, h_init, sched.rows(dhp, step),
-                      sched.rows(dxp, step), B=rows, B_next=rows_next, B_prev=split, has_next=has_next,
-                      two_sources=two)
+                      sched.rows(dxp, step), z, z_next, B=rows, B_next=rows_next, B_prev=split, has_next=has_next,
+                      two_sources=two, reset=zero is not None)
     elif B > 0:  # H == 0: no gates, no gradient through the recurrence
         dhp.zero_()
         dxp.zero_()
@@ -197,15 +205,21 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     # dh0 = pointwise carry + dHp of each sequence's first step @ W_hh; with a projection the carry was
     # consumed (zeroed) at each sequence's last step.
     carry = carry_p if proj else carry_h
-    dh0 = (carry + (sched.per_sequence(dhp, "first") @ w_hh).to(acc)).to(dtype) if B > 0 else carry.to(dtype)
+    first_dh = sched.per_sequence(dhp, "first") @ w_hh if B > 0 else None
+    if zero is not None and B > 0:  # a sequence that starts afresh at its first step passes nothing to h0
+        first_dh = first_dh.masked_fill(sched.per_sequence(zero, "first").bool()[:, None], 0)
+    dh0 = (carry + first_dh.to(acc)).to(dtype) if B > 0 else carry.to(dtype)
     dc0 = carry_c.to(dtype) if spec.has_c else none()
     # dW_hh = sum over rows of dHp^T h_{t-1}.
     if sched.packed:
-        dw_hh = sched.flat(dhp).t() @ sched.previous_rows(y, h0)
+        dw_hh = sched.flat(dhp).t() @ _kept(sched.previous_rows(y, h0), zero)
     else:
         rest_g, rest_h = (dhp[:-1], y[1:]) if reverse else (dhp[1:], y[:-1])
         first = sched.time(0)
-        dw_hh = torch.addmm(dhp[first].t() @ h0, rest_g.reshape(-1, GH).t(), rest_h.reshape(-1, P))
+        if zero is not None:  # h_{t-1} as step t saw it: zero where it starts afresh
+            rest_h = _kept(rest_h, zero[:-1] if reverse else zero[1:])
+        dw_hh = torch.addmm(dhp[first].t() @ _kept(h0, None if zero is None else zero[first]),
+                            rest_g.reshape(-1, GH).t(), rest_h.reshape(-1, P))
     flat_dxp = sched.flat(dxp)
     dx = dxp @ w_ih
     dw_ih = flat_dxp.t() @ sched.flat(x)
@@ -218,6 +232,16 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
 # ---- the arguments of each kernel family ------------------------------------------------------------------------
 
 
+def _kept(rows: torch.Tensor, zero: torch.Tensor | None, sched=None, step: int | None = None) -> torch.Tensor:
+    """``rows`` ([..., w]) with the rows flagged in ``zero`` (the same leading shape; or, with ``sched`` and ``step``,
+    that step's rows of ``zero``, cut to as many rows) set to zero: what a reset leaves of a state. No resets: as is."""
+    if zero is None:
+        return rows
+    if sched is not None:
+        zero = sched.rows(zero, step)[:rows.shape[0]]
+    return rows.masked_fill(zero.bool()[..., None], 0)
+
+
 def _or(tensor, placeholder):
     """``tensor``, or for an absent one (a bias) any tensor of the kernel's pointer type: the kernel never reads it."""
     return tensor if tensor is not None else placeholder
@@ -228,27 +252,29 @@ def _rows_stride(t: torch.Tensor, used: bool) -> int:
     return t.stride(0) if used else 0
 
 
-def _step_fwd(cfg, spec, x, w_ih, b_ih, h_prev, h0, c_prev, c0, w_hh, b_hh, h, c, save_t, *, B: int, B_prev: int,
-              I: int, save: bool, fuse_input: bool, two_sources: bool):  # noqa: E741
+def _step_fwd(cfg, spec, x, w_ih, b_ih, h_prev, h0, c_prev, c0, w_hh, b_hh, h, c, save_t, z, *, B: int, B_prev: int,
+              I: int, save: bool, fuse_input: bool, two_sources: bool, reset: bool):  # noqa: E741
     """One launch of ``_step_fwd_kernel`` (``kernels/step.py``, whose parameters these are) with the configuration
     ``cfg``: x [B, G*H] pre-activations or [B, I] inputs (``fuse_input``); h_prev / c_prev the state rows < B_prev
-    and h0 / c0 the others (``two_sources``); outputs h, c [B, H] and, with ``save``, save_t [B, NS*H]."""
+    and h0 / c0 the others (``two_sources``); outputs h, c [B, H] and, with ``save``, save_t [B, NS*H]; z the step's
+    reset flags [B] (``reset``; else any tensor)."""
     H = w_hh.shape[0] // spec.gates
     launch("step_fwd", (triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H)),
            p_x=x, s_x=x.stride(0), p_wih=w_ih, s_wir=w_ih.stride(0), s_wic=w_ih.stride(1), p_bih=_or(b_ih, w_ih),
            p_h_prev=h_prev, s_hp=h_prev.stride(0), p_h0=h0, s_h0=h0.stride(0),
            p_c_prev=c_prev, s_cp=_rows_stride(c_prev, spec.has_c), p_c0=c0, s_c0=_rows_stride(c0, spec.has_c),
            p_w=w_hh, s_wr=w_hh.stride(0), s_wc=w_hh.stride(1), p_bhh=_or(b_hh, w_hh), p_h=h, s_h=h.stride(0), p_c=c,
-           p_save=save_t, B=B, B_prev=B_prev, H=H, K=w_hh.shape[1], I=I,
-           HAS_BIAS=b_hh is not None, SAVE=save, FUSE_INPUT=fuse_input, TWO_SOURCES=two_sources, **spec.traits(),
+           p_save=save_t, p_z=z, B=B, B_prev=B_prev, H=H, K=w_hh.shape[1], I=I, HAS_BIAS=b_hh is not None,
+           SAVE=save, FUSE_INPUT=fuse_input, TWO_SOURCES=two_sources, RESET=reset, **spec.traits(),
            **cfg.launch_options(), **dispatch.dot_settings(w_hh.dtype, w_hh.device))
 
 
-def _step_bwd(cfg, spec, dhp_next, w_hh, dy, carry_h, carry_c, save_t, c, c_prev, c0, h_prev, h0, dhp, dxp, *,
-              B: int, B_next: int, B_prev: int, has_next: bool, two_sources: bool):
+def _step_bwd(cfg, spec, dhp_next, w_hh, dy, carry_h, carry_c, save_t, c, c_prev, c0, h_prev, h0, dhp, dxp, z, z_next,
+              *, B: int, B_next: int, B_prev: int, has_next: bool, two_sources: bool, reset: bool):
     """One launch of ``_step_bwd_kernel`` (``kernels/step.py``) with the configuration ``cfg``: dhp_next the next
     step's dHp [B_next, G*H] (``has_next``), dy [B, H], the carries [B, H] (updated in place), the step's saved
-    activations, c_t, its state at t-1 as in ``_step_fwd``; outputs dhp (and, SPLIT_DX cells, dxp) [B, G*H]."""
+    activations, c_t, its state at t-1 as in ``_step_fwd``; outputs dhp (and, SPLIT_DX cells, dxp) [B, G*H]; z and
+    z_next the reset flags of this step and the next (``reset``)."""
     H = w_hh.shape[0] // spec.gates
     launch("step_bwd", (triton.cdiv(B, cfg.BLOCK_B), triton.cdiv(H, cfg.BLOCK_H)),
            p_dhp_next=dhp_next, s_dn=dhp_next.stride(0) if has_next else 0,
@@ -256,12 +282,13 @@ def _step_bwd(cfg, spec, dhp_next, w_hh, dy, carry_h, carry_c, save_t, c, c_prev
            p_dh=carry_h, p_dc=carry_c, p_save=save_t, p_c=c,
            p_c_prev=c_prev, s_cp=_rows_stride(c_prev, spec.has_c), p_c0=c0, s_c0=_rows_stride(c0, spec.has_c),
            p_h_prev=h_prev, s_hp=h_prev.stride(0), p_h0=h0, s_h0=h0.stride(0),
-           p_dhp=dhp, s_dhp=dhp.stride(0), p_dxp=dxp, s_dxp=dxp.stride(0), B=B, B_next=B_next, B_prev=B_prev, H=H,
-           HAS_NEXT=has_next, TWO_SOURCES=two_sources, **spec.traits(), **cfg.launch_options(),
+           p_dhp=dhp, s_dhp=dhp.stride(0), p_dxp=dxp, s_dxp=dxp.stride(0), p_z=z, p_z_next=z_next, B=B, B_next=B_next,
+           B_prev=B_prev, H=H, HAS_NEXT=has_next, TWO_SOURCES=two_sources, RESET=reset, **spec.traits(),
+           **cfg.launch_options(),
            **dispatch.dot_settings(w_hh.dtype, w_hh.device))
 
 
-def _persistent_fwd(plan, spec, sched, xp, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save):
+def _persistent_fwd(plan, spec, sched, xp, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs, saved, save, zero):
     """The forward of ``recurrence_fwd`` in one launch (``kernels/persistent.py``, whose parameters these are);
     ``xp`` is the input ([T, B, I], fused into the kernel) or its projection ([T, B, G*H])."""
     H, P, I = w_hh.shape[0] // spec.gates, w_hh.shape[1], w_ih.shape[1]  # noqa: E741
@@ -273,14 +300,14 @@ def _persistent_fwd(plan, spec, sched, xp, w_ih, b_ih, h0, c0, w_hh, b_hh, y, cs
                 s_c0=_rows_stride(c0, spec.has_c), p_w=w_hh, s_wr=w_hh.stride(0), s_wc=w_hh.stride(1),
                 p_bhh=_or(b_hh, w_hh), p_y=y, s_yt=s_yt, s_y=s_y, p_cs=cs, p_save=saved,
                 s_svt=sched.strides(saved)[0] if save else 0, p_sizes=sizes, p_offsets=offsets,
-                T=sched.T, B=sched.B, H=H, K=P, I=I, HAS_BIAS=b_hh is not None, SAVE=save,
+                **_resets(sched, zero, y), T=sched.T, B=sched.B, H=H, K=P, I=I, HAS_BIAS=b_hh is not None, SAVE=save,
                 FUSE_INPUT=plan.fuse_input, PACKED=sched.packed, REVERSE=sched.reverse, **spec.traits(),
                 **dispatch.dot_settings(y.dtype, y.device))
     _persistent("fwd", plan, args, "KP", P, lambda: dispatch.config(
         "tiled_fwd", spec.name, H, P, sched.B, y.dtype, y.device, I if plan.fuse_input else 0))
 
 
-def _persistent_bwd(plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp):
+def _persistent_bwd(plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0, y, h0, dhp, dxp, zero):
     """The per-step part of ``recurrence_bwd`` in one launch (gate gradients dHp/dXp; the carries are updated
     in place to the start of the sequence)."""
     H = w_hh.shape[0] // spec.gates
@@ -291,10 +318,20 @@ def _persistent_bwd(plan, spec, sched, dy, w_hh, carry_h, carry_c, saved, cs, c0
                 p_dc=carry_c, p_save=saved, s_svt=sched.strides(saved)[0], p_cs=cs, p_c0=_or(c0, carry_c),
                 s_c0=_rows_stride(c0, spec.has_c), p_y=y, s_yt=s_yt, s_y=s_y, p_h0=h0, s_h0=h0.stride(0),
                 p_dhp=dhp, s_dht=s_dht, s_dhp=s_dhp, p_dxp=dxp, s_dxt=s_dxt, s_dxp=s_dxp, p_sizes=sizes,
-                p_offsets=offsets, T=sched.T, B=sched.B, H=H, PACKED=sched.packed, REVERSE=sched.reverse,
+                p_offsets=offsets, **_resets(sched, zero, y), T=sched.T, B=sched.B, H=H, PACKED=sched.packed,
+                REVERSE=sched.reverse,
                 **spec.traits(), **dispatch.dot_settings(y.dtype, y.device))
     _persistent("bwd", plan, args, "HP", H, lambda: dispatch.config(
         "tiled_bwd", spec.name, H, spec.gates * H, sched.B, y.dtype, y.device))
+
+
+def _resets(sched, zero, placeholder) -> dict:
+    """The persistent kernels' reset arguments: the flags ``zero`` ([T, B] or packed [N]) addressed like a sequence
+    tensor, or none (a placeholder, never read)."""
+    if zero is None:
+        return dict(p_z=placeholder, s_zt=0, s_z=0, RESET=False)
+    s_zt, s_z = sched.strides(zero[..., None])
+    return dict(p_z=zero, s_zt=s_zt, s_z=s_z, RESET=True)
 
 
 def _persistent(direction: str, plan, args: dict, width_name: str, width: int, tiled_config) -> None:
@@ -346,8 +383,8 @@ def cell_fwd(cell: str, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None
     if B > 0 and H > 0:
         cfg = dispatch.config("step_fwd", cell, H, H, B, dtype, device, x.shape[-1])
         c_prev = c if spec.has_c else c_new
-        _step_fwd(cfg, spec, x, w_ih, b_ih, h, h, c_prev, c_prev, w_hh, b_hh, h_new, c_new, saved, B=B, B_prev=B,
-                  I=x.shape[-1], save=save, fuse_input=True, two_sources=False)
+        _step_fwd(cfg, spec, x, w_ih, b_ih, h, h, c_prev, c_prev, w_hh, b_hh, h_new, c_new, saved, saved, B=B,
+                  B_prev=B, I=x.shape[-1], save=save, fuse_input=True, two_sources=False, reset=False)
     elif B > 0 and spec.has_c:
         c_new.zero_()
     if H == 0 and B > 0:
@@ -376,7 +413,8 @@ def cell_bwd(cell: str, dh_new: torch.Tensor, dc_new: torch.Tensor | None, x: to
         cfg = dispatch.config("step_bwd", cell, H, GH, B, dtype, device)
         c_prev = c if spec.has_c else carry_c
         _step_bwd(cfg, spec, dhp, w_hh, dh_new, carry_h, carry_c, saved, c_new if spec.has_c else carry_c, c_prev,
-                  c_prev, h, h, dhp, dxp, B=B, B_next=0, B_prev=B, has_next=False, two_sources=False)
+                  c_prev, h, h, dhp, dxp, dhp, dhp, B=B, B_next=0, B_prev=B, has_next=False, two_sources=False,
+                  reset=False)
     else:
         dhp.zero_()
         dxp.zero_()

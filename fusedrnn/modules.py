@@ -16,6 +16,10 @@ Shapes (T time, B batch, I input_size, H hidden_size, P proj_size or H, L num_la
     h0 [L*D, B, P], c0 [L*D, B, H], or [L*D, P] / [L*D, H] for unbatched input; None means zeros
     output  [T, B, D*P] ([B, T, D*P] with batch_first), [T, D*P], or a PackedSequence
     h_n, c_n as h0, c0
+    reset   (keyword, optional) bool [T, B] ([B, T] with batch_first), [T] for unbatched input, or [N] aligned
+            with a PackedSequence's data: where True, that row starts afresh at that step (its state entering the
+            step is zero in every layer, as at the start of a new sequence; no gradient crosses it).
+            ``fusedrnn.functional`` says how bidirectional layers read it.
 Cells: input [B, I] or [I]; h, c [B, H] or [H].
 """
 
@@ -68,9 +72,19 @@ class _FusedRNNBase(_Fused, nn.modules.rnn.RNNBase):
         return torch.zeros(self.num_layers * (2 if self.bidirectional else 1), batch, size, dtype=input.dtype,
                            device=input.device)
 
-    def _common(self, batch_sizes) -> dict:
+    def _common(self, batch_sizes, reset) -> dict:
         return dict(bias=self.bias, num_layers=self.num_layers, dropout=float(self.dropout), training=self.training,
-                    bidirectional=self.bidirectional, batch_first=self.batch_first, batch_sizes=batch_sizes)
+                    bidirectional=self.bidirectional, batch_first=self.batch_first, batch_sizes=batch_sizes,
+                    reset=reset)
+
+    def _unbatched_reset(self, reset):
+        """``reset`` of unbatched input ([T]) as the batch of 1 the input becomes."""
+        if reset is None:
+            return None
+        if not isinstance(reset, Tensor) or reset.dim() != 1:
+            shape = list(reset.shape) if isinstance(reset, Tensor) else type(reset).__name__
+            raise ValueError(f"reset must have shape [T] for unbatched input, got {shape}")
+        return reset.unsqueeze(0 if self.batch_first else 1)
 
 
 class LSTM(_FusedRNNBase):
@@ -79,7 +93,7 @@ class LSTM(_FusedRNNBase):
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
     bidirectional=False, proj_size=0, device=None, dtype=None)``.
 
-    ``forward(input, hx=None) -> (output, (h_n, c_n))``; shapes in the module docstring.
+    ``forward(input, hx=None, *, reset=None) -> (output, (h_n, c_n))``; shapes in the module docstring.
     """
 
     def __init__(self, *args, **kwargs):
@@ -95,7 +109,7 @@ class LSTM(_FusedRNNBase):
     def permute_hidden(self, hx: tuple[Tensor, Tensor], permutation: Tensor | None):  # type: ignore[override]
         return _TORCH["LSTM"].permute_hidden(self, hx, permutation)
 
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, *, reset=None):
         self._update_flat_weights()
         real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         batch_sizes = sorted_indices = unsorted_indices = None
@@ -110,6 +124,8 @@ class LSTM(_FusedRNNBase):
                 hx = self.permute_hidden(hx, sorted_indices)
         else:
             input, is_batched = self._batch(input, "LSTM")
+            if not is_batched:
+                reset = self._unbatched_reset(reset)
             if hx is None:
                 batch = input.size(0 if self.batch_first else 1)
                 hx = (self._zeros(input, batch, real_hidden_size), self._zeros(input, batch, self.hidden_size))
@@ -125,7 +141,7 @@ class LSTM(_FusedRNNBase):
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         self.check_forward_args(input, hx, batch_sizes)
         output, (h_n, c_n) = functional.fused_lstm(input, hx, self._weights(), proj_size=self.proj_size,
-                                                   **self._common(batch_sizes))
+                                                   **self._common(batch_sizes, reset))
         if packed:
             output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
             return output, self.permute_hidden((h_n, c_n), unsorted_indices)
@@ -140,10 +156,10 @@ class _SingleStateRNN(_FusedRNNBase):
 
     _name = ""
 
-    def _run(self, input: Tensor, hx: Tensor, batch_sizes) -> tuple[Tensor, Tensor]:
+    def _run(self, input: Tensor, hx: Tensor, batch_sizes, reset) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, *, reset=None):
         self._update_flat_weights()
         batch_sizes = sorted_indices = unsorted_indices = None
         is_batched = True
@@ -156,6 +172,8 @@ class _SingleStateRNN(_FusedRNNBase):
                 hx = self.permute_hidden(hx, sorted_indices)
         else:
             input, is_batched = self._batch(input, self._name)
+            if not is_batched:
+                reset = self._unbatched_reset(reset)
             if hx is not None:
                 if is_batched and hx.dim() != 3:
                     raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
@@ -167,7 +185,7 @@ class _SingleStateRNN(_FusedRNNBase):
             else:
                 hx = self._zeros(input, input.size(0 if self.batch_first else 1), self.hidden_size)
         self.check_forward_args(input, hx, batch_sizes)
-        output, h_n = self._run(input, hx, batch_sizes)
+        output, h_n = self._run(input, hx, batch_sizes, reset)
         if packed:
             return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), \
                 self.permute_hidden(h_n, unsorted_indices)
@@ -183,7 +201,7 @@ class GRU(_SingleStateRNN):
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
     bidirectional=False, device=None, dtype=None)``.
 
-    ``forward(input, hx=None) -> (output, h_n)``; shapes in the module docstring.
+    ``forward(input, hx=None, *, reset=None) -> (output, h_n)``; shapes in the module docstring.
     """
 
     _name = "GRU"
@@ -193,8 +211,8 @@ class GRU(_SingleStateRNN):
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         super().__init__("GRU", *args, **kwargs)
 
-    def _run(self, input, hx, batch_sizes):
-        return functional.fused_gru(input, hx, self._weights(), **self._common(batch_sizes))
+    def _run(self, input, hx, batch_sizes, reset):
+        return functional.fused_gru(input, hx, self._weights(), **self._common(batch_sizes, reset))
 
 
 class RNN(_SingleStateRNN):
@@ -204,7 +222,7 @@ class RNN(_SingleStateRNN):
     dropout=0.0, bidirectional=False, device=None, dtype=None)``: as in torch.nn, ``nonlinearity`` is the
     4th positional argument.
 
-    ``forward(input, hx=None) -> (output, h_n)``; shapes in the module docstring.
+    ``forward(input, hx=None, *, reset=None) -> (output, h_n)``; shapes in the module docstring.
     """
 
     _name = "RNN"
@@ -225,9 +243,9 @@ class RNN(_SingleStateRNN):
             raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__(mode, *args, **kwargs)
 
-    def _run(self, input, hx, batch_sizes):
+    def _run(self, input, hx, batch_sizes, reset):
         return functional.fused_rnn(input, hx, self._weights(), nonlinearity=self.nonlinearity,
-                                    **self._common(batch_sizes))
+                                    **self._common(batch_sizes, reset))
 
 
 # ---- cells ------------------------------------------------------------------------------------------------

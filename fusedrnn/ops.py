@@ -8,7 +8,8 @@ forward ops have autograd registered.
 Layer op (T time, B batch, N packed rows, I input, H hidden, P = proj_size or H, G gates, NS saved per unit):
     (x [T, B, I] or packed [N, I], h0 [B, P], c0 [B, H] | None (LSTM only), w_ih [G*H, I], w_hh [G*H, P],
      b_ih [G*H] | None, b_hh [G*H] | None, w_hr [P, H] | None (LSTM projection),
-     batch_sizes list[int] | None (packed x), reverse: bool, save: bool)
+     batch_sizes list[int] | None (packed x), reverse: bool, save: bool,
+     zero [T, B] or packed [N] uint8 | None (resets: 1 where the state entering that step is zero; ``Schedule.entering``))
     -> (y [T, B, P] or [N, P], h_n [B, P], c_n [B, H] | [0], saved, cs, hr)
 Step op:
     (x [B, I], h [B, H], c [B, H] | None, w_ih, w_hh, b_ih | None, b_hh | None, save: bool)
@@ -48,10 +49,10 @@ def _define_layer(cell: str):
 
     def layer(x: Tensor, h0: Tensor, c0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
               b_hh: Optional[Tensor], w_hr: Optional[Tensor], batch_sizes: Optional[list[int]], reverse: bool,
-              save: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return launch.recurrence_fwd(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, save)
+              save: bool, zero: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return launch.recurrence_fwd(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, save, zero)
 
-    def layer_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, save):
+    def layer_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, save, zero=None):
         H, P = w_hh.shape[0] // spec.gates, w_hh.shape[1]
         B = h0.shape[0]
         acc = acc_dtype(x.dtype)
@@ -65,12 +66,13 @@ def _define_layer(cell: str):
     def layer_backward(dy: Tensor, dh_n: Tensor, dc_n: Optional[Tensor], x: Tensor, h0: Tensor, c0: Optional[Tensor],
                        w_ih: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], has_bias: bool,
                        batch_sizes: Optional[list[int]], reverse: bool, y: Tensor, saved: Tensor, cs: Tensor,
-                       hr: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                       hr: Tensor, zero: Optional[Tensor] = None
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         return launch.recurrence_bwd(cell, dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, w_hr, has_bias, batch_sizes,
-                                     reverse, y, saved, cs, hr)
+                                     reverse, y, saved, cs, hr, zero)
 
     def layer_backward_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, w_hr, has_bias, batch_sizes, reverse, y, saved,
-                            cs, hr):
+                            cs, hr, zero=None):
         none = x.new_empty((0,))
         bias = x.new_empty((w_hh.shape[0],)) if has_bias else none
         return (x.new_empty(x.shape), h0.new_empty(h0.shape), x.new_empty(c0.shape) if is_lstm else none.clone(),
@@ -83,16 +85,16 @@ def _define_layer(cell: str):
     bwd_op.register_fake(layer_backward_fake)
 
     def setup_context(ctx, inputs, output):
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, save = inputs
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, save, zero = inputs
         y, _, _, saved, cs, hr = output
         ctx.save, ctx.reverse, ctx.batch_sizes = save, reverse, batch_sizes
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, saved, cs, hr)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, saved, cs, hr, zero)
 
     def backward(ctx, dy, dh_n, dc_n, *_):
         if not ctx.save:
             raise RuntimeError(f"fusedrnn::{cell}_layer ran with save=False, which keeps nothing for the "
                                f"backward; run it with save=True to differentiate it")
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, saved, cs, hr = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, saved, cs, hr, zero = ctx.saved_tensors
         dy = torch.zeros_like(y) if dy is None else dy
         dh_n = torch.zeros_like(h0) if dh_n is None else dh_n
         dc_n = (torch.zeros(cs.shape[1:], dtype=y.dtype, device=y.device) if dc_n is None else dc_n) if is_lstm \
@@ -100,14 +102,14 @@ def _define_layer(cell: str):
         inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
             with torch.enable_grad():
-                out = reference.recurrence(cell, *inputs, ctx.batch_sizes, ctx.reverse)
-            return (*_grads(out, inputs, (dy, dh_n, dc_n)), None, None, None)
+                out = reference.recurrence(cell, *inputs, ctx.batch_sizes, ctx.reverse, zero)
+            return (*_grads(out, inputs, (dy, dh_n, dc_n)), None, None, None, None)
         dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = bwd_op(
             dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, w_hr, b_ih is not None, ctx.batch_sizes, ctx.reverse,
-            y, saved, cs, hr)
+            y, saved, cs, hr, zero)
         bias = b_ih is not None
         return (dx, dh0, dc0 if c0 is not None else None, dw_ih, dw_hh, db_ih if bias else None,
-                db_hh if bias else None, dw_hr if w_hr is not None else None, None, None, None)
+                db_hh if bias else None, dw_hr if w_hr is not None else None, None, None, None, None)
 
     fwd_op.register_autograd(backward, setup_context=setup_context)
     LAYER_OPS[cell] = fwd_op

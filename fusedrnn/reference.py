@@ -50,24 +50,33 @@ def step(cell: str, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     return STEPS[cell](x, h, c, w_ih, w_hh, b_ih, b_hh)
 
 
-def recurrence(cell: str, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None, reverse=False):
+def recurrence(cell: str, x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None, reverse=False,
+               zero=None):
     """One layer and direction over a sequence.
 
     x: [T, B, I], or packed rows [N, I] with ``batch_sizes`` (rows of step t first, as in a PackedSequence;
-    sequence b runs the steps t with batch_sizes[t] > b). h0 [B, P], c0 [B, H] or None.
+    sequence b runs the steps t with batch_sizes[t] > b). h0 [B, P], c0 [B, H] or None. zero: [T, B] (packed [N])
+    flags or None: where set, the state entering that element is zero (h and c), as if a sequence started there.
     Returns (y [T, B, P] or [N, P], h_n [B, P], c_n [B, H] or None): h_n holds each sequence's last state.
     """
     if batch_sizes is None:
         sizes = [h0.shape[0]] * x.shape[0]
         rows = [x[t] for t in range(x.shape[0])]
+        flags = None if zero is None else [zero[t] for t in range(x.shape[0])]
     else:
         sizes = [int(b) for b in batch_sizes]
         rows = list(torch.split(x, sizes))
+        flags = None if zero is None else list(torch.split(zero, sizes))
     h, c = h0, c0
     ys = [None] * len(sizes)
     for t in (reversed(range(len(sizes))) if reverse else range(len(sizes))):
         n = sizes[t]
-        h_t, c_t = step(cell, rows[t], h[:n], None if c is None else c[:n], w_ih, w_hh, b_ih, b_hh)
+        h_in, c_in = h[:n], None if c is None else c[:n]
+        if flags is not None:
+            keep = ~flags[t].bool()[:, None]
+            h_in = torch.where(keep, h_in, torch.zeros_like(h_in))
+            c_in = None if c_in is None else torch.where(keep, c_in, torch.zeros_like(c_in))
+        h_t, c_t = step(cell, rows[t], h_in, c_in, w_ih, w_hh, b_ih, b_hh)
         if w_hr is not None:
             h_t = F.linear(h_t, w_hr)
         ys[t] = h_t

@@ -103,6 +103,26 @@ class Schedule:
             return torch.full((self.B, ), self.T - 1, dtype=torch.int64, device=device)
         return self._index(device)[0]
 
+    def entering(self, reset: torch.Tensor) -> torch.Tensor:
+        """The reset flags as this direction's kernels read them: uint8, in ``reset``'s layout ([T, B], or packed
+        [N] aligned with the rows), 1 where the state *entering* that element is zero. ``reset`` marks where a
+        segment starts (bool, the same layout). Forward that is the element itself; in reverse a segment is walked
+        from its end, so the state entering t is zero where the next element, t+1, starts one (never at a
+        sequence's last element, which starts from the initial state as without resets)."""
+        flags = reset.to(torch.uint8).contiguous()  # the kernels index it densely (t * B + b)
+        if not self.reverse:
+            return flags
+        if not self.packed:
+            return torch.cat([flags[1:], flags.new_zeros((1, *flags.shape[1:]))])
+        sizes = torch.tensor(self.sizes + [0])  # host tensors: the layout is host data; one copy to the device
+        offsets = torch.tensor(self.offsets + [self.offsets[-1] + self.sizes[-1]])
+        t = torch.repeat_interleave(torch.arange(self.T), sizes[:-1])
+        b = torch.arange(t.numel()) - offsets[t]
+        valid = b < sizes[t + 1]  # row b of step t enters from row b of step t+1, where that exists
+        index = torch.where(valid, offsets[t + 1] + b, 0)
+        both = self._table(torch.stack([index, valid.long()]).tolist(), reset.device)
+        return torch.where(both[1].bool(), flags[both[0]], 0).to(torch.uint8)
+
     def previous_rows(self, y: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
         """[N, P] (packed): h_{t-1} of every row, from the previous step's output or, for a sequence's first
         step, from h0."""

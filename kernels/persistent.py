@@ -55,8 +55,8 @@ Accumulation is fp32 (fp64 for fp64 tensors), like the step kernels; so are c an
 import triton
 import triton.language as tl
 
-from .tile import (_bwd_dh, _bwd_epilogue, _bwd_tile, _fwd_tile, _gate_biases, _held_bwd, _held_fwd, _load_tile,
-                   _program_tile, _store_tile)
+from .tile import (_bwd_dh, _bwd_epilogue, _bwd_tile, _fwd_epilogue, _fwd_recurrent, _fwd_tile, _gate_biases,
+                   _held_bwd, _held_fwd, _input_gates, _kept, _load_tile, _program_tile, _store_tile)
 
 
 @triton.jit
@@ -96,16 +96,18 @@ def _grid_barrier(p_bar, target):
 @triton.jit
 def _fwd_step(
     step, p_x, s_xt, s_x, p_wih, s_wir, s_wic, p_bih, p_h0, s_h0, p_c0, s_c0, p_w, s_wr, s_wc, p_bhh,
-    p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, T, B, H, K, I, o_b, h_first, h_stride, w, b, c, c_init,
+    p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, p_z, s_zt, s_z, T, B, H, K, I, o_b, h_first, h_stride,
+    w, b, c, c_init,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
     HAS_BIAS: tl.constexpr, SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr, PACKED: tl.constexpr,
-    REVERSE: tl.constexpr, RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    REVERSE: tl.constexpr, RESET: tl.constexpr, RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr, KP: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     CACHE: tl.constexpr,
 ):
     """Forward step ``step`` of this program's rows o_b: the hidden chunks h_first, h_first + h_stride, ... < H
     (memory state, W_hh streamed), or, RESIDENT, the one slice at h_first with the held ``w`` / ``b`` and c (c_{t-1}
-    in registers; rows that did not run the previous step start from ``c_init``). Returns c_t (RESIDENT; else
+    in registers; rows that did not run the previous step start from ``c_init``, rows flagged in ``p_z`` (RESET)
+    from zeros, as their h_{t-1} does: ``_kept``). Returns c_t (RESIDENT; else
     ``c`` unchanged: callers pass a tile, as Triton 3.6 cannot return None from a jit function)."""
     ACC: tl.constexpr = p_save.dtype.element_ty
     t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
@@ -116,27 +118,37 @@ def _fwd_step(
         cur = step % 2
         nxt = (step + 1) % 2
     s_cs = B.to(tl.int64) * H
-    p_x_t = p_x + t * s_xt + first * s_x
     p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
-    p_h_t = p_y + t * s_yt + first * s_y
-    p_save_t = p_save + t * s_svt + first * (NS * H)
     m_b = o_b < rows
+    m_prev = _kept(p_z + t * s_zt + first * s_z, o_b, m_b, RESET)
     if RESIDENT:
+        # The tile in its parts, each part's pointers computed where it starts, as for the backward (_bwd_step): the
+        # epilogue's, computed before the matmul, were live across its dots (212 registers instead of 208, fp64).
         o_h = h_first + tl.arange(0, BLOCK_H)
         m_h = o_h < H
-        c = _fwd_tile(p_x_t, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_y, p_h0, s_h0, p_cs, H, p_c0, s_c0,
-                      p_w, s_wr, s_wc, p_bhh, p_h_t, s_y, p_cs + nxt * s_cs, p_save_t, rows_prev, H, K, I, o_b, o_h,
-                      m_b, m_h, m_b[:, None] & m_h[None, :], w, b, tl.where((o_b < rows_prev)[:, None], c, c_init),
-                      ACC, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE, FUSE_INPUT, True, True, BLOCK_B, BLOCK_H,
-                      BLOCK_K, KP, UPCAST_DOT, DOT_PRECISION, CACHE)
+        m = m_b[:, None] & m_h[None, :]
+        r = _fwd_recurrent(p_h_prev, s_y, p_h0, s_h0, p_w, s_wr, s_wc, p_bhh, rows_prev, H, K, o_b, o_h, m_prev, m_h,
+                           w, b, ACC, G, HAS_BIAS, True, True, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT,
+                           DOT_PRECISION, CACHE)
+        x = _input_gates(p_x + t * s_xt + first * s_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I,
+                         ACC, G, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+        c_prev = tl.where((o_b < rows_prev)[:, None], c, c_init)
+        if RESET:
+            c_prev = tl.where(m_prev[:, None], c_prev, 0.0)
+        c = _fwd_epilogue(r, x, c_prev, p_h_prev, s_y, p_h0, s_h0, p_cs, H, p_c0, s_c0, p_y + t * s_yt + first * s_y,
+                          s_y, p_cs + nxt * s_cs, p_save + t * s_svt + first * (NS * H), rows_prev, H, o_b, o_h,
+                          m_prev, m_h, m, ACC, CELL, NS, HAS_C, READS_H, SAVE, True, True, BLOCK_B, BLOCK_H, CACHE)
     else:
+        p_x_t = p_x + t * s_xt + first * s_x
+        p_h_t = p_y + t * s_yt + first * s_y
+        p_save_t = p_save + t * s_svt + first * (NS * H)
         for h_start in range(h_first, H, h_stride):
             o_h = h_start + tl.arange(0, BLOCK_H)
             m_h = o_h < H
             _fwd_tile(p_x_t, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_y, p_h0, s_h0, p_cs + cur * s_cs, H, p_c0,
                       s_c0, p_w, s_wr, s_wc, p_bhh, p_h_t, s_y, p_cs + nxt * s_cs, p_save_t, rows_prev, H, K, I, o_b,
-                      o_h, m_b, m_h, m_b[:, None] & m_h[None, :], None, None, None, ACC, CELL, G, NS, HAS_C, READS_H,
-                      HAS_BIAS, SAVE, FUSE_INPUT, True, False, BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT,
+                      o_h, m_b, m_h, m_b[:, None] & m_h[None, :], m_prev, None, None, None, ACC, CELL, G, NS, HAS_C,
+                      READS_H, HAS_BIAS, SAVE, FUSE_INPUT, True, False, BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT,
                       DOT_PRECISION, CACHE)
     return c
 
@@ -144,16 +156,17 @@ def _fwd_step(
 @triton.jit
 def _bwd_step(
     i, p_dy, s_dyt, s_dy, p_w, s_wr, s_wc, p_dh, p_dc, p_save, s_svt, p_cs, p_c0, s_c0, p_y, s_yt, s_y,
-    p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, T, B, H, o_b, h_first, h_stride, w,
-    carry_h, carry_c,
+    p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, p_z, s_zt, s_z, T, B, H, o_b, h_first,
+    h_stride, w, carry_h, carry_c,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
-    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr, RESIDENT: tl.constexpr,
+    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr, RESET: tl.constexpr, RESIDENT: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, HP: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
     """Backward of the i-th step from the end (processing step T-1-i) for this program's rows o_b, over its hidden
-    units as in ``_fwd_step``; RESIDENT: with the held ``w`` and the carries in registers. Returns the carries
-    (RESIDENT; else the tiles given, unchanged, as in ``_fwd_step``)."""
+    units as in ``_fwd_step``; RESIDENT: with the held ``w`` and the carries in registers. Rows flagged in ``p_z``
+    (RESET) at step t pass no gradient to t-1, nor read dHp_t at t-1 (``_kept``). Returns the carries (RESIDENT; else
+    the tiles given, unchanged, as in ``_fwd_step``)."""
     ACC: tl.constexpr = p_dh.dtype.element_ty
     step = T - 1 - i
     t, rows, first = _rows_at(p_sizes, p_offsets, step, T, B, REVERSE, PACKED)
@@ -161,20 +174,22 @@ def _bwd_step(
     t_next, rows_next, first_next = _rows_at(p_sizes, p_offsets, step + 1, T, B, REVERSE, PACKED)
     s_cs = B.to(tl.int64) * H
     m_b = o_b < rows
+    m_next = _kept(p_z + t_next * s_zt + first_next * s_z, o_b, o_b < rows_next, RESET)
     if RESIDENT:
         # The tile in its two halves, so that the epilogue's pointers are computed after the matmul (computed
         # before it, they were live across its dots: 78 registers instead of 64, rnn_tanh B=64 on sm_90a).
         o_h = h_first + tl.arange(0, BLOCK_H)
         m_h = o_h < H
         dh, carry_h = _bwd_dh(p_dhp + t_next * s_dht + first_next * s_dhp, s_dhp, p_w, s_wr, s_wc,
-                              p_dy + t * s_dyt + first * s_dy, s_dy, p_dh, rows_next, H, o_b, o_h, m_h,
+                              p_dy + t * s_dyt + first * s_dy, s_dy, p_dh, m_next, H, o_b, o_h, m_h,
                               m_b[:, None] & m_h[None, :], w, carry_h, ACC, G, True, True, BLOCK_K, HP, UPCAST_DOT,
                               DOT_PRECISION, CACHE)
         carry_h, carry_c = _bwd_epilogue(
             dh, carry_h, carry_c, p_dh, p_dc, p_save + t * s_svt + first * (NS * H), p_cs + (step + 1) * s_cs,
             p_cs + step * s_cs, H, p_c0, s_c0, p_y + t_prev * s_yt + first_prev * s_y, s_y, p_h0, s_h0,
             p_dhp + t * s_dht + first * s_dhp, s_dhp, p_dxp + t * s_dxt + first * s_dxp, s_dxp, rows_prev, H, o_b, o_h,
-            m_b, m_h, m_b[:, None] & m_h[None, :], ACC, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, True, True)
+            m_b, m_h, m_b[:, None] & m_h[None, :], _kept(p_z + t * s_zt + first * s_z, o_b, m_b, RESET), ACC, CELL,
+            G, NS, HAS_C, READS_H, SPLIT_DX, True, True, RESET)
     else:
         p_dhp_next = p_dhp + t_next * s_dht + first_next * s_dhp
         p_dy_t = p_dy + t * s_dyt + first * s_dy
@@ -182,14 +197,15 @@ def _bwd_step(
         p_h_prev = p_y + t_prev * s_yt + first_prev * s_y
         p_dhp_t = p_dhp + t * s_dht + first * s_dhp
         p_dxp_t = p_dxp + t * s_dxt + first * s_dxp
+        m_prev = _kept(p_z + t * s_zt + first * s_z, o_b, m_b, RESET)
         for h_start in range(h_first, H, h_stride):
             o_h = h_start + tl.arange(0, BLOCK_H)
             m_h = o_h < H
             _bwd_tile(p_dhp_next, s_dhp, p_w, s_wr, s_wc, p_dy_t, s_dy, p_dh, p_dc, p_save_t, p_cs + (step + 1) * s_cs,
                       p_cs + step * s_cs, H, p_c0, s_c0, p_h_prev, s_y, p_h0, s_h0, p_dhp_t, s_dhp, p_dxp_t, s_dxp,
-                      rows_next, rows_prev, H, o_b, o_h, m_b, m_h, m_b[:, None] & m_h[None, :], None, None, None,
-                      ACC, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, True, True, False, BLOCK_K, None, UPCAST_DOT,
-                      DOT_PRECISION, CACHE)
+                      rows_prev, H, o_b, o_h, m_b, m_h, m_b[:, None] & m_h[None, :], m_prev, m_next, None, None,
+                      None, ACC, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, True, True, False, RESET, BLOCK_K, None,
+                      UPCAST_DOT, DOT_PRECISION, CACHE)
     return carry_h, carry_c
 
 
@@ -210,11 +226,12 @@ def _tiled_fwd_kernel(
     p_save, s_svt,           # [T, B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous rows;
                              #          an accumulator-dtype tensor in any case: it sets the accumulator dtype
     p_sizes, p_offsets,      # [T] int64 rows and first row of each timestep (PACKED)
+    p_z, s_zt, s_z,          # [T, B] uint8 (packed [N]): 1 where a row starts afresh at t (RESET): state t-1 is 0
     T, B, H, K, I,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
     SPLIT_DX: tl.constexpr,  # the cell's traits (fusedrnn/cells.py); SPLIT_DX is the backward's
     HAS_BIAS: tl.constexpr, SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr, PACKED: tl.constexpr,
-    REVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    REVERSE: tl.constexpr, RESET: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # The hidden chunks h_first, h_first + h_stride, ... as in the cooperative kernel: with one hidden program (grid
@@ -225,9 +242,10 @@ def _tiled_fwd_kernel(
     unused = tl.zeros((BLOCK_B, BLOCK_H), p_save.dtype.element_ty)  # the c _fwd_step hands back (it holds none)
     for step in range(T):
         _fwd_step(step, p_x, s_xt, s_x, p_wih, s_wir, s_wic, p_bih, p_h0, s_h0, p_c0, s_c0, p_w, s_wr, s_wc, p_bhh,
-                  p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, T, B, H, K, I, o_b, h_first, h_stride,
-                  None, None, unused, None, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE, FUSE_INPUT, PACKED, REVERSE,
-                  False, BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT, DOT_PRECISION, "")  # this program wrote h_{t-1}
+                  p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, p_z, s_zt, s_z, T, B, H, K, I, o_b, h_first,
+                  h_stride, None, None, unused, None, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE, FUSE_INPUT, PACKED,
+                  REVERSE, RESET, False, BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT, DOT_PRECISION,
+                  "")  # this program wrote h_{t-1}
         tl.debug_barrier()  # h_t and c_t of every chunk, before the next step reads them
 
 
@@ -245,9 +263,10 @@ def _tiled_bwd_kernel(
     p_dhp, s_dht, s_dhp,     # [T, B, G*H] dHp (out)
     p_dxp, s_dxt, s_dxp,     # [T, B, G*H] dXp (out, SPLIT_DX)
     p_sizes, p_offsets,      # [T] int64 (PACKED)
+    p_z, s_zt, s_z,          # [T, B] uint8 resets, as in _tiled_fwd_kernel (RESET)
     T, B, H,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
-    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
+    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr, RESET: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -256,8 +275,9 @@ def _tiled_bwd_kernel(
     unused = tl.zeros((BLOCK_B, BLOCK_H), p_dh.dtype.element_ty)  # the carries _bwd_step hands back (in p_dh, p_dc)
     for i in range(T):
         _bwd_step(i, p_dy, s_dyt, s_dy, p_w, s_wr, s_wc, p_dh, p_dc, p_save, s_svt, p_cs, p_c0, s_c0, p_y, s_yt, s_y,
-                  p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, T, B, H, o_b, h_first,
-                  h_stride, None, unused, unused, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, PACKED, REVERSE, False,
+                  p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, p_z, s_zt, s_z, T, B, H,
+                  o_b, h_first, h_stride, None, unused, unused, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, PACKED, REVERSE,
+                  RESET, False,
                   BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT, DOT_PRECISION, "")
         tl.debug_barrier()  # dHp_t of every chunk, before the previous step reads it
 
@@ -268,12 +288,12 @@ def _tiled_bwd_kernel(
 @triton.jit(do_not_specialize=["T", "B"])
 def _coop_fwd_kernel(
     p_x, s_xt, s_x, p_wih, s_wir, s_wic, p_bih, p_h0, s_h0, p_c0, s_c0, p_w, s_wr, s_wc, p_bhh,
-    p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets,  # as in _tiled_fwd_kernel
+    p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, p_z, s_zt, s_z,  # as in _tiled_fwd_kernel
     p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch
     T, B, H, K, I,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
     SPLIT_DX: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr,
-    PACKED: tl.constexpr, REVERSE: tl.constexpr,
+    PACKED: tl.constexpr, REVERSE: tl.constexpr, RESET: tl.constexpr,
     RESIDENT: tl.constexpr,  # True: one slice per program, W_hh held; False: streamed chunks (module docstring)
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     KP: tl.constexpr,        # RESIDENT: next_pow2(K) >= 16, the width of the held W_hh^T blocks (else None)
@@ -300,21 +320,21 @@ def _coop_fwd_kernel(
     c = tl.zeros((BLOCK_B, BLOCK_H), ACC)  # c_{t-1} (RESIDENT; the streamed variant keeps it in p_cs)
     for step in range(T):
         c = _fwd_step(step, p_x, s_xt, s_x, p_wih, s_wir, s_wic, p_bih, p_h0, s_h0, p_c0, s_c0, p_w, s_wr, s_wc,
-                      p_bhh, p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, T, B, H, K, I, o_b, h_first,
-                      n_h * BLOCK_H, w, b, c, c_init, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE, FUSE_INPUT,
-                      PACKED, REVERSE, RESIDENT, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT, DOT_PRECISION,
-                      ".cg")  # h_{t-1} was written by the other programs: read from L2, never from a stale L1 line
+                      p_bhh, p_y, s_yt, s_y, p_cs, p_save, s_svt, p_sizes, p_offsets, p_z, s_zt, s_z, T, B, H, K, I,
+                      o_b, h_first, n_h * BLOCK_H, w, b, c, c_init, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE,
+                      FUSE_INPUT, PACKED, REVERSE, RESET, RESIDENT, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT,
+                      DOT_PRECISION, ".cg")  # h_{t-1}, written by the other programs: from L2, never a stale L1 line
         _grid_barrier(p_bar + tl.program_id(1), (step + 1) * n_h)  # h_t of every program before step + 1 reads it
 
 
 @triton.jit(do_not_specialize=["T", "B"])
 def _coop_bwd_kernel(
     p_dy, s_dyt, s_dy, p_w, s_wr, s_wc, p_dh, p_dc, p_save, s_svt, p_cs, p_c0, s_c0, p_y, s_yt, s_y,
-    p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets,  # as in _tiled_bwd_kernel
+    p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, p_z, s_zt, s_z,  # as in _tiled_bwd
     p_bar,                   # [cdiv(B, BLOCK_B)] int32 barrier counters, zero at launch
     T, B, H,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
-    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
+    SPLIT_DX: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr, RESET: tl.constexpr,
     RESIDENT: tl.constexpr,  # as in _coop_fwd_kernel
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,   # the streamed variant's blocks of the G*H rows of its matmul
@@ -341,8 +361,9 @@ def _coop_bwd_kernel(
     for i in range(T):
         carry_h, carry_c = _bwd_step(
             i, p_dy, s_dyt, s_dy, p_w, s_wr, s_wc, p_dh, p_dc, p_save, s_svt, p_cs, p_c0, s_c0, p_y, s_yt, s_y,
-            p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, T, B, H, o_b, h_first,
-            n_h * BLOCK_H, w, carry_h, carry_c, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, PACKED, REVERSE, RESIDENT,
+            p_h0, s_h0, p_dhp, s_dht, s_dhp, p_dxp, s_dxt, s_dxp, p_sizes, p_offsets, p_z, s_zt, s_z, T, B, H, o_b,
+            h_first, n_h * BLOCK_H, w, carry_h, carry_c, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, PACKED, REVERSE, RESET,
+            RESIDENT,
             BLOCK_B, BLOCK_H, BLOCK_K, HP, UPCAST_DOT, DOT_PRECISION, ".cg")  # dHp_{t+1}: as h_{t-1} forward
         _grid_barrier(p_bar + tl.program_id(1), (i + 1) * n_h)  # dHp_t of every program before step - 1 reads it
     if RESIDENT:

@@ -17,6 +17,10 @@ where dHp is the gradient of the recurrent pre-activations (it differs from dXp 
 the carries hold the pointwise parts of dL/dh_{t-1}, dL/dc_{t-1}. A program reads and rewrites only its own
 tile of the carries, so they are updated in place.
 
+Resets (RESET, ``p_z``): a row flagged at step t starts afresh there, as a new sequence from a zero state: its
+h_{t-1} and c_{t-1} read as zeros (``tile._kept``), and in the backward it passes no gradient to step t-1 (its
+carries out are zero, and step t-1 reads no dHp_t of it: ``p_z_next`` flags the next step's rows).
+
 Batches may shrink from step to step (packed sequences) and, in reverse, sequences start at their own last
 element: rows < B_prev of h_{t-1}/c_{t-1} come from the previous step, rows >= B_prev from the initial state
 (TWO_SOURCES; with a single source the launcher passes whichever holds every row). In the backward, rows
@@ -29,7 +33,7 @@ in the accumulator dtype.
 import triton
 import triton.language as tl
 
-from .tile import _bwd_tile, _fwd_tile, _program_tile
+from .tile import _bwd_tile, _fwd_tile, _kept, _program_tile
 
 
 @triton.jit
@@ -57,17 +61,19 @@ def _step_fwd_kernel(
     p_c,                     # [B, H]   c_t (out, HAS_C), contiguous
     p_save,                  # [B, NS*H] saved activations (out, SAVE), accumulator dtype, contiguous; an
                              #          accumulator-dtype tensor in any case: it sets the accumulator dtype
+    p_z,                     # [B] uint8: 1 where the row starts afresh at this step (RESET): its state at t-1 is 0
     B, B_prev, H, K, I,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
     SPLIT_DX: tl.constexpr,  # the cell's traits (fusedrnn/cells.py); SPLIT_DX is the backward's
     HAS_BIAS: tl.constexpr, SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr, TWO_SOURCES: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    RESET: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_save.dtype.element_ty  # fp32, or fp64 for fp64 tensors
     o_b, o_h, m_b, m_h, m = _tile(B, H, BLOCK_B, BLOCK_H)
     _fwd_tile(p_x, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_hp, p_h0, s_h0, p_c_prev, s_cp, p_c0, s_c0,
-              p_w, s_wr, s_wc, p_bhh, p_h, s_h, p_c, p_save, B_prev, H, K, I, o_b, o_h, m_b, m_h, m, None, None, None,
+              p_w, s_wr, s_wc, p_bhh, p_h, s_h, p_c, p_save, B_prev, H, K, I, o_b, o_h, m_b, m_h, m,
+              _kept(p_z, o_b, m_b, RESET), None, None, None,
               ACC, CELL, G, NS, HAS_C, READS_H, HAS_BIAS, SAVE, FUSE_INPUT, TWO_SOURCES, False, BLOCK_B, BLOCK_H,
               BLOCK_K, None, UPCAST_DOT, DOT_PRECISION, "")
 
@@ -86,15 +92,17 @@ def _step_bwd_kernel(
     p_h0, s_h0,              # [B, K]   initial h, for rows >= B_prev (READS_H, TWO_SOURCES)
     p_dhp, s_dhp,            # [B, G*H] dHp_t (out)
     p_dxp, s_dxp,            # [B, G*H] dXp_t (out, SPLIT_DX; otherwise dXp_t = dHp_t)
+    p_z, p_z_next,           # [B], [B_next] uint8 (RESET): 1 where a row starts afresh at step t, at step t+1
     B, B_next, B_prev, H,
     CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr, READS_H: tl.constexpr,
-    SPLIT_DX: tl.constexpr, HAS_NEXT: tl.constexpr, TWO_SOURCES: tl.constexpr,
+    SPLIT_DX: tl.constexpr, HAS_NEXT: tl.constexpr, TWO_SOURCES: tl.constexpr, RESET: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     ACC: tl.constexpr = p_dh.dtype.element_ty  # fp32, or fp64 for fp64 tensors
     o_b, o_h, m_b, m_h, m = _tile(B, H, BLOCK_B, BLOCK_H)
     _bwd_tile(p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, p_dc, p_save, p_c, p_c_prev, s_cp, p_c0, s_c0,
-              p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_next, B_prev, H, o_b, o_h, m_b, m_h, m,
-              None, None, None, ACC, CELL, G, NS, HAS_C, READS_H, SPLIT_DX, HAS_NEXT, TWO_SOURCES, False, BLOCK_K,
-              None, UPCAST_DOT, DOT_PRECISION, "")
+              p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_prev, H, o_b, o_h, m_b, m_h, m,
+              _kept(p_z, o_b, m_b, RESET), _kept(p_z_next, o_b, o_b < B_next, RESET), None, None, None, ACC, CELL, G,
+              NS, HAS_C, READS_H, SPLIT_DX, HAS_NEXT, TWO_SOURCES, False, RESET, BLOCK_K, None, UPCAST_DOT,
+              DOT_PRECISION, "")

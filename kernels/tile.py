@@ -20,8 +20,9 @@ Pieces, each written once:
   ``_gates_matmul`` (``_gates_block``)    forward: the G recurrent (or fused input) pre-activations, A @ W[g]^T;
   ``_dh_matmul`` (``_dh_block``)          backward: dh += dHp_{t+1} @ W_hh over all G*H gate rows;
   ``_fwd_epilogue`` / ``_bwd_epilogue``   the state at t-1, the cell's math (``cells.py``) and the stores;
-  ``_fwd_tile`` / ``_bwd_tile``           a whole tile: the matmuls, then the epilogue (``_bwd_dh`` is the
-                                          backward's first half, for callers that place pointers in between).
+  ``_fwd_tile`` / ``_bwd_tile``           a whole tile: the matmuls, then the epilogue; ``_fwd_recurrent`` (with
+                                          ``_input_gates``) and ``_bwd_dh`` are their first halves, for the resident
+                                          kernel, which computes the epilogue's pointers after them.
 
 The gates travel as Triton tuples built with ``tl.static_range`` (G recurrent and input pre-activations, NS saved
 values, G gradients): no code is written per gate, and none knows a cell by name. The tile branches on the cell's
@@ -84,6 +85,16 @@ def _zeros(N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: t
     for _ in tl.static_range(N):
         out = out + (tl.zeros((BLOCK_M, BLOCK_N), ACC), )
     return out
+
+
+@triton.jit
+def _kept(p_z, o_b, m_b, RESET: tl.constexpr):
+    """The rows of ``m_b`` whose state at t-1 flows into step t: all of them, or, with RESET, those whose flag at
+    ``p_z`` (this step's rows: a uint8 per row, 1 where the row starts afresh) is 0. The state of the others reads
+    as zeros, for h and c, so that nothing before the reset reaches step t, nor any gradient the other way."""
+    if RESET:
+        m_b = m_b & (tl.load(p_z + o_b, mask=m_b, other=0) == 0)
+    return m_b
 
 
 @triton.jit
@@ -282,6 +293,20 @@ def _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H,
 
 
 @triton.jit
+def _fwd_recurrent(p_h_prev, s_hp, p_h0, s_h0, p_w, s_wr, s_wc, p_bhh, B_prev, H, K, o_b, o_h, m_b, m_h, w, b,
+                   ACC: tl.constexpr, G: tl.constexpr, HAS_BIAS: tl.constexpr, TWO_SOURCES: tl.constexpr,
+                   RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                   KP: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr):
+    """The G-tuple of a forward tile's recurrent pre-activations h_{t-1} @ W_hh[g]^T + b_hh[g] (W_hh and b_hh held,
+    ``w`` / ``b``, RESIDENT, or read here): the forward's first part, as ``_bwd_dh`` is the backward's."""
+    r = _gates_matmul(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, o_h, m_h, H, K, w, ACC, G,
+                      TWO_SOURCES, RESIDENT, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT, DOT_PRECISION, CACHE)
+    if HAS_BIAS:
+        r = _add_biases(r, b, p_bhh, H, o_h, m_h, ACC, G, RESIDENT)
+    return r
+
+
+@triton.jit
 def _fwd_epilogue(
     r, x, c_prev, p_h_prev, s_hp, p_h0, s_h0, p_c_prev, s_cp, p_c0, s_c0, p_h, s_h, p_c, p_save, B_prev, H,
     o_b, o_h, m_b, m_h, m,
@@ -291,8 +316,8 @@ def _fwd_epilogue(
 ):
     """The rest of a forward tile, given its G-tuples of recurrent (``r``, with b_hh) and input (``x``)
     pre-activations: the state at t-1 (h_{t-1}: READS_H; c_{t-1}: HAS_C, given (RESIDENT) or loaded, rows < B_prev
-    at p_c_prev and the others at p_c0, as h_{t-1}), the cell, and the stores of h_t, c_t (HAS_C) and the saved
-    activations (SAVE). Returns c_t."""
+    at p_c_prev and the others at p_c0, as h_{t-1}; rows outside ``m_b`` read as zeros), the cell, and the stores
+    (masked by ``m``) of h_t, c_t (HAS_C) and the saved activations (SAVE). Returns c_t."""
     h_prev = tl.zeros((BLOCK_B, BLOCK_H), ACC)
     if READS_H:
         h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES, CACHE).to(ACC)
@@ -314,7 +339,7 @@ def _fwd_epilogue(
 @triton.jit
 def _fwd_tile(
     p_x, s_x, p_wih, s_wir, s_wic, p_bih, p_h_prev, s_hp, p_h0, s_h0, p_c_prev, s_cp, p_c0, s_c0,
-    p_w, s_wr, s_wc, p_bhh, p_h, s_h, p_c, p_save, B_prev, H, K, I, o_b, o_h, m_b, m_h, m, w, b, c_prev,
+    p_w, s_wr, s_wc, p_bhh, p_h, s_h, p_c, p_save, B_prev, H, K, I, o_b, o_h, m_b, m_h, m, m_prev, w, b, c_prev,
     ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr,
     READS_H: tl.constexpr, HAS_BIAS: tl.constexpr, SAVE: tl.constexpr, FUSE_INPUT: tl.constexpr,
     TWO_SOURCES: tl.constexpr, RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
@@ -323,34 +348,35 @@ def _fwd_tile(
 ):
     """The forward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_fwd_kernel``; CACHE:
     the modifier of the loads of h_{t-1}, ".cg" where other programs of the same launch wrote it): the recurrent
-    and input gates, then ``_fwd_epilogue``. Returns c_t.
+    and input gates, then ``_fwd_epilogue``. Returns c_t. ``m_prev``: the rows whose state at t-1 is read (``_kept``:
+    ``m_b``, or without the rows that start afresh at this step, whose h_{t-1} and c_{t-1} read as zeros).
 
     RESIDENT: ``w`` and ``b`` are the G-tuples of the held W_hh^T blocks ([KP, BLOCK_H]) and b_hh rows (HAS_BIAS;
     else None), and ``c_prev`` is c_{t-1} (the caller keeps c in registers). Else they are None: W_hh and b_hh are
     read here and c_{t-1} is loaded."""
-    r = _gates_matmul(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, p_w, s_wr, s_wc, o_h, m_h, H, K, w, ACC, G,
-                      TWO_SOURCES, RESIDENT, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT, DOT_PRECISION, CACHE)
-    if HAS_BIAS:
-        r = _add_biases(r, b, p_bhh, H, o_h, m_h, ACC, G, RESIDENT)
+    r = _fwd_recurrent(p_h_prev, s_hp, p_h0, s_h0, p_w, s_wr, s_wc, p_bhh, B_prev, H, K, o_b, o_h, m_prev, m_h, w,
+                       b, ACC, G, HAS_BIAS, TWO_SOURCES, RESIDENT, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT,
+                       DOT_PRECISION, CACHE)
     x = _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I, ACC, G, HAS_BIAS, FUSE_INPUT,
                      BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     return _fwd_epilogue(r, x, c_prev, p_h_prev, s_hp, p_h0, s_h0, p_c_prev, s_cp, p_c0, s_c0, p_h, s_h, p_c, p_save,
-                         B_prev, H, o_b, o_h, m_b, m_h, m, ACC, CELL, NS, HAS_C, READS_H, SAVE, TWO_SOURCES, RESIDENT,
-                         BLOCK_B, BLOCK_H, CACHE)
+                         B_prev, H, o_b, o_h, m_prev, m_h, m, ACC, CELL, NS, HAS_C, READS_H, SAVE, TWO_SOURCES,
+                         RESIDENT, BLOCK_B, BLOCK_H, CACHE)
 
 
 @triton.jit
-def _bwd_dh(p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, B_next, H, o_b, o_h, m_h, m, w, carry_h,
+def _bwd_dh(p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, m_next, H, o_b, o_h, m_h, m, w, carry_h,
             ACC: tl.constexpr, G: tl.constexpr, HAS_NEXT: tl.constexpr, RESIDENT: tl.constexpr,
             BLOCK_K: tl.constexpr, HP: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
             CACHE: tl.constexpr):
-    """(dh, carry_h) of a backward tile: dh = dL/dh_t = carry_h + dy_t + dHp_{t+1} @ W_hh (HAS_NEXT), with the
+    """(dh, carry_h) of a backward tile: dh = dL/dh_t = carry_h + dy_t + dHp_{t+1} @ W_hh (HAS_NEXT; the rows of
+    dHp_{t+1} in ``m_next``: those that run the next step and, with resets, do not start afresh there), with the
     carry given (RESIDENT) or loaded from p_dh, and the W_hh block held (``w``, RESIDENT) or streamed."""
     if not RESIDENT:
         carry_h = _load_tile(p_dh, o_b, H, o_h, m, ACC)
     dh = carry_h + _load_tile(p_dy, o_b, s_dy, o_h, m, ACC)
     if HAS_NEXT:
-        dh = _dh_matmul(dh, p_dhp_next, s_dn, o_b, o_b < B_next, p_w, s_wr, s_wc, o_h, m_h, H, w, ACC, G, RESIDENT,
+        dh = _dh_matmul(dh, p_dhp_next, s_dn, o_b, m_next, p_w, s_wr, s_wc, o_h, m_h, H, w, ACC, G, RESIDENT,
                         BLOCK_K, HP, UPCAST_DOT, DOT_PRECISION, CACHE)
     return dh, carry_h
 
@@ -358,15 +384,17 @@ def _bwd_dh(p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, B_next, H, o_b,
 @triton.jit
 def _bwd_epilogue(
     dh, carry_h, carry_c, p_dh, p_dc, p_save, p_c, p_c_prev, s_cp, p_c0, s_c0, p_h_prev, s_hp, p_h0, s_h0,
-    p_dhp, s_dhp, p_dxp, s_dxp, B_prev, H, o_b, o_h, m_b, m_h, m,
+    p_dhp, s_dhp, p_dxp, s_dxp, B_prev, H, o_b, o_h, m_b, m_h, m, m_prev,
     ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr,
     READS_H: tl.constexpr, SPLIT_DX: tl.constexpr, TWO_SOURCES: tl.constexpr, RESIDENT: tl.constexpr,
+    RESET: tl.constexpr,
 ):
     """The rest of a backward tile, given dh (``_bwd_dh``): the saved activations and the state at t-1 and t
     (c: HAS_C, h_{t-1}: READS_H), the cell's gradients, the stores of dHp_t and dXp_t (SPLIT_DX) and the carries of
     step t-1 (dL/dh_{t-1}, dL/dc_{t-1}: their pointwise parts; zeros for dc without HAS_C), which it returns.
     RESIDENT: the carries of step t are given (rows outside m_b keep theirs); else dc is loaded from p_dc, and both
-    carries are stored back to p_dh / p_dc (this tile's part only, in place)."""
+    carries are stored back to p_dh / p_dc (this tile's part only, in place). ``m_prev`` (``_kept``): the rows whose
+    state at t-1 flowed into step t; with RESET the others read it as zeros and pass no gradient back to t-1."""
     saved = _load_gates(p_save, o_b, NS * H, o_h, m, H, NS, ACC)
     if not RESIDENT:
         carry_c = tl.zeros_like(dh)
@@ -377,11 +405,14 @@ def _bwd_epilogue(
     h_prev = tl.zeros_like(dh)
     if HAS_C:
         c = _load_tile(p_c, o_b, H, o_h, m, ACC)
-        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES, "").to(ACC)
+        c_prev = _load_rows(p_c_prev, s_cp, p_c0, s_c0, B_prev, o_b, m_prev, o_h, m_h, TWO_SOURCES, "").to(ACC)
     if READS_H:
-        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_b, o_h, m_h, TWO_SOURCES, "").to(ACC)
+        h_prev = _load_rows(p_h_prev, s_hp, p_h0, s_h0, B_prev, o_b, m_prev, o_h, m_h, TWO_SOURCES, "").to(ACC)
 
     dx, dr, dh_prev, dc_prev = cell_bwd(CELL, dh, carry_c, saved, h_prev, c_prev, c)
+    if RESET:
+        dh_prev = tl.where(m_prev[:, None], dh_prev, 0.0)
+        dc_prev = tl.where(m_prev[:, None], dc_prev, 0.0)
 
     _store_gates(p_dhp, o_b, s_dhp, o_h, m, H, dr, G)
     if SPLIT_DX:
@@ -402,22 +433,23 @@ def _bwd_epilogue(
 @triton.jit
 def _bwd_tile(
     p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, p_dc, p_save, p_c, p_c_prev, s_cp, p_c0, s_c0,
-    p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_next, B_prev, H, o_b, o_h, m_b, m_h, m, w,
+    p_h_prev, s_hp, p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_prev, H, o_b, o_h, m_b, m_h, m, m_prev, m_next, w,
     carry_h, carry_c,
     ACC: tl.constexpr, CELL: tl.constexpr, G: tl.constexpr, NS: tl.constexpr, HAS_C: tl.constexpr,
     READS_H: tl.constexpr, SPLIT_DX: tl.constexpr, HAS_NEXT: tl.constexpr, TWO_SOURCES: tl.constexpr,
-    RESIDENT: tl.constexpr, BLOCK_K: tl.constexpr, HP: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    RESIDENT: tl.constexpr, RESET: tl.constexpr, BLOCK_K: tl.constexpr, HP: tl.constexpr, UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
     """The backward of one [rows o_b, hidden units o_h] tile of one step (arguments: ``_step_bwd_kernel``; CACHE:
     the modifier of the loads of dHp_{t+1}, ".cg" where other programs of the same launch wrote it):
-    ``_bwd_dh`` then ``_bwd_epilogue``. Returns the carries of step t-1.
+    ``_bwd_dh`` then ``_bwd_epilogue``. Returns the carries of step t-1. ``m_prev`` / ``m_next``: the rows whose
+    state at t-1 flows into step t, and the rows of dHp_{t+1} to read (``_kept``; RESET: there are resets).
 
     RESIDENT: ``w`` is the G-tuple of held W_hh column blocks ([HP, BLOCK_H]), carry_h / carry_c the carries of
     step t (the caller keeps them in registers). Else they are None: W_hh is read here, and the carries are loaded
     from and stored back to p_dh / p_dc."""
-    dh, carry_h = _bwd_dh(p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, B_next, H, o_b, o_h, m_h, m, w,
+    dh, carry_h = _bwd_dh(p_dhp_next, s_dn, p_w, s_wr, s_wc, p_dy, s_dy, p_dh, m_next, H, o_b, o_h, m_h, m, w,
                           carry_h, ACC, G, HAS_NEXT, RESIDENT, BLOCK_K, HP, UPCAST_DOT, DOT_PRECISION, CACHE)
     return _bwd_epilogue(dh, carry_h, carry_c, p_dh, p_dc, p_save, p_c, p_c_prev, s_cp, p_c0, s_c0, p_h_prev, s_hp,
-                         p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_prev, H, o_b, o_h, m_b, m_h, m, ACC, CELL, G, NS,
-                         HAS_C, READS_H, SPLIT_DX, TWO_SOURCES, RESIDENT)
+                         p_h0, s_h0, p_dhp, s_dhp, p_dxp, s_dxp, B_prev, H, o_b, o_h, m_b, m_h, m, m_prev, ACC, CELL,
+                         G, NS, HAS_C, READS_H, SPLIT_DX, TWO_SOURCES, RESIDENT, RESET)
