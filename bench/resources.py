@@ -62,7 +62,7 @@ SCENARIOS = (("T=1", 1, True, "auto"), ("T=1", 1, False, "auto"), ("T=2", 2, Tru
 LENGTHS = (16, 100, 1024)
 DISPATCH_SCENARIOS = tuple((f"T={T}", T, train, "auto") for T in LENGTHS for train in (True, False))
 #: The flags a row shows (the constexprs that say which launch of a kernel it is), by the kernels' names.
-FLAGS = ("SAVE", "HAS_BIAS", "HAS_NEXT", "FUSE_INPUT")
+FLAGS = ("SAVE", "HAS_BIAS", "HAS_NEXT", "FUSE_INPUT", "RESET")
 _SRC = None  # repo root whose kernels/ is compiled (--src), else fusedrnn's
 
 
@@ -84,12 +84,13 @@ def _kernels():
 # ---- recording the launcher's launches --------------------------------------------------------------------------
 
 def record_launches(cell: str, dtype: str, H: int, B: int, T: int, train: bool, kernel: str = "auto", I=None,
-                    limits=None) -> list:
+                    limits=None, reset: bool = False) -> list:
     """The ``calls.Launch`` records of one layer call (one direction, dense input, biases, input size ``I``, default
     H) as ``fusedrnn.launch`` makes them on the GPU ``limits`` (default an H100), without a GPU: the layer runs on tensors
     without data (``meta``) inside ``dispatch.planning_for(limits)``, ``settings.use_kernel(kernel)``, TF32 as the dtype name says,
     and ``calls.recording(run=False)``. A training call runs the forward with saved activations and the backward;
-    T=1 training also runs the Cell API (``launch.cell_fwd`` / ``cell_bwd``). In launch order. Imports torch."""
+    T=1 training also runs the Cell API (``launch.cell_fwd`` / ``cell_bwd``). ``reset``: the layer gets a reset mask
+    (the kernels' RESET variants). In launch order. Imports torch."""
     import torch
 
     from fusedrnn import calls, dispatch, launch, settings
@@ -105,11 +106,12 @@ def record_launches(cell: str, dtype: str, H: int, B: int, T: int, train: bool, 
 
         x, h0, c0 = rnd(T, B, I), rnd(B, H), rnd(B, H) if lstm else None
         w_ih, w_hh, b_ih, b_hh = rnd(G * H, I), rnd(G * H, H), rnd(G * H), rnd(G * H)
+        zero = torch.empty(T, B, dtype=torch.uint8, device="meta") if reset else None
         y, h_n, c_n, sv, cs, hr = launch.recurrence_fwd(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, None, False,
-                                                        train)
+                                                        train, zero)
         if train:
             launch.recurrence_bwd(cell, rnd(*y.shape), rnd(B, H), rnd(B, H) if lstm else None, x, h0, c0, w_ih,
-                                  w_hh, None, True, None, False, y, sv, cs, hr)
+                                  w_hh, None, True, None, False, y, sv, cs, hr, zero)
         if train and T == 1:
             h1, c1, sv1 = launch.cell_fwd(cell, x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, True)
             launch.cell_bwd(cell, rnd(B, H), rnd(B, H) if lstm else None, x[0], h0, c0, w_ih, w_hh, True, c1, sv1)
@@ -169,12 +171,13 @@ def _coverage(spec: dict, H: int) -> tuple:
 
 
 def launched(cells=tuple(CELLS), dtypes=("fp16", "bf16", "fp32", "fp64"), hidden=HIDDEN, batch=BATCH,
-             scenarios=SCENARIOS, per_config: bool = False, kinds=KINDS, jobs: int = 1) -> dict:
+             scenarios=SCENARIOS, per_config: bool = False, kinds=KINDS, jobs: int = 1, reset: bool = False) -> dict:
     """{key: (spec, [(cell, dtype, H, B, scenario), ...])}: the launches ``record_launches`` records for these layers
     and ``scenarios`` (of the kernels ``kinds``), with the layers that make them. Keyed by ``spec_key`` (each distinct
     compilation) or, with ``per_config``, by ``config_key`` (each configuration once: its launch of most
-    ``_coverage``). Recorded in ``jobs`` processes, one cell and dtype each."""
-    groups = [(cell, dtype, tuple(hidden), tuple(batch), tuple(scenarios)) for cell in cells for dtype in dtypes]
+    ``_coverage``). Recorded in ``jobs`` processes, one cell and dtype each; ``reset``: with a reset mask."""
+    groups = [(cell, dtype, tuple(hidden), tuple(batch), tuple(scenarios), reset) for cell in cells
+              for dtype in dtypes]
     pool = ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(_SRC, )) if jobs > 1 else None
     out = {}
     for group in (pool.map(_record_group, groups) if pool else map(_record_group, groups)):
@@ -197,27 +200,29 @@ def launched(cells=tuple(CELLS), dtypes=("fp16", "bf16", "fp32", "fp64"), hidden
 
 def _record_group(group) -> list:
     """[(launch_spec, (cell, dtype, H, B, scenario))] of one cell and dtype's layers (``launched``)."""
-    cell, dtype, hidden, batch, scenarios = group
+    cell, dtype, hidden, batch, scenarios, reset = group
     out = []
     for H in hidden:
         for B in batch:
             for name, T, train, kernel in scenarios:
-                for record in record_launches(cell, dtype, H, B, T, train, kernel):
-                    out.append((launch_spec(record), (cell, dtype, H, B, f"{name} {'train' if train else 'infer'}")))
+                label = f"{name} {'train' if train else 'infer'}{' reset' if reset else ''}"
+                for record in record_launches(cell, dtype, H, B, T, train, kernel, reset=reset):
+                    out.append((launch_spec(record), (cell, dtype, H, B, label)))
     return out
 
 
-def find(kind: str, cell: str, dtype: str, H: int, B: int, **constexprs) -> dict:
+def find(kind: str, cell: str, dtype: str, H: int, B: int, reset: bool = False, **constexprs) -> dict:
     """The ``launch_spec`` of one launch of kernel ``kind`` that the launcher makes for this layer, with these
     constexprs (e.g. ``SAVE=True, FUSE_INPUT=False``): recorded from a training and an inference call of T=1 (the
     step kernels with the input projection fused) or T=2 (stepwise), the batch-tiled or the cooperative kernel
-    forced for theirs (T=32). Raises a ValueError listing what was recorded if none matches."""
+    forced for theirs (T=32); ``reset``: the layer has a reset mask. Raises a ValueError listing what was recorded
+    if none matches."""
     variant = kind.split("_")[0]
     T, kernel = ((1, "auto") if constexprs.get("FUSE_INPUT") else (2, "step")) if variant == "step" else \
         (2, "tiled") if variant == "tiled" else (32, "cooperative")
     seen = []
     for train in (True, False):
-        for record in record_launches(cell, dtype, H, B, T, train, kernel):
+        for record in record_launches(cell, dtype, H, B, T, train, kernel, reset=reset):
             spec = launch_spec(record)
             if spec["kind"] == kind and all(spec["constexprs"].get(k) == v for k, v in constexprs.items()):
                 return spec
@@ -246,7 +251,9 @@ def ptx_of(spec: dict):
 
 
 def _flags(constexprs: dict) -> str:
-    return " ".join(f"{name.lower()}={int(constexprs[name])}" for name in FLAGS if name in constexprs)
+    """"save=1 has_bias=1 ...": the FLAGS a kernel has; RESET only where set (rows compare with older trees')."""
+    return " ".join(f"{name.lower()}={int(constexprs[name])}" for name in FLAGS
+                    if name in constexprs and (name != "RESET" or constexprs[name]))
 
 
 def _spec_row(item) -> dict:
@@ -368,6 +375,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-config", action="store_true",
                    help="each configuration once (config_key: its launch with the most dots), not each distinct "
                         "compilation")
+    p.add_argument("--reset", action="store_true",
+                   help="every layer with a reset mask (reset=...): the kernels' RESET variants")
     p.add_argument("--no-analyze", action="store_true",
                    help="compile and check the PTX only: no registers, spills, tensor cores (ptxas, cuobjdump)")
     p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
@@ -382,7 +391,7 @@ def main(argv=None) -> int:
     print(f"recording the launches of {len(a.cells) * len(dtypes) * len(a.hidden) * len(a.batch)} layers ...",
           file=sys.stderr)
     specs = launched(a.cells, dtypes, a.hidden, a.batch, DISPATCH_SCENARIOS if a.dispatch else SCENARIOS,
-                     a.per_config, tuple(a.kinds), a.jobs)
+                     a.per_config, tuple(a.kinds), a.jobs, a.reset)
     progress = Progress(len(specs))
     rows = run_launched(specs, a.jobs, src, not a.no_analyze, progress)
     progress.close()
