@@ -49,11 +49,15 @@ class Shape:
     H: int
     L: int = 1
     bidirectional: bool = False
+    #: Benchmarks only: the mean length of the episodes inside each row, whose starts are given as ``reset=``
+    #: (lengths drawn geometrically: bench/measure.py ``episode_starts``); 0, no resets.
+    episode: int = 0
 
     @property
     def has_decode(self) -> bool:
-        """A decode step is one step of one layer in one direction: deep or bidirectional shapes have none."""
-        return self.L == 1 and not self.bidirectional
+        """A decode step is one step of one layer in one direction: deep or bidirectional shapes, and shapes with
+        resets inside the sequence, have none."""
+        return self.L == 1 and not self.bidirectional and not self.episode
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ def _lstm(T, B, H, I=None, **kw):  # noqa: E741
 
 FASTRNNS = _lstm(100, 64, 512)
 PERSISTENT = _lstm(1024, 16, 768)
+ROLLOUT = _lstm(1024, 64, 512)  # a reinforcement-learning rollout: 64 environments x 1024 steps
 
 #: The benchmark's shape sets, in priority order: a run cut short by --max-minutes has the first sets (the sweeps
 #: and the long sequences, the most expensive, come last).
@@ -99,6 +104,11 @@ SETS: dict[str, ShapeSet] = {s.name: s for s in (
              tuple(replace(s, cell=c) for c in ("gru", "rnn_tanh") for s in (FASTRNNS, PERSISTENT))),
     ShapeSet("deep_bidir", "2-layer bidirectional LSTM at the fastrnns shape",
              (_lstm(100, 64, 512, L=2, bidirectional=True),), modes=("fwd", "fwdbwd")),
+    ShapeSet("resets", "RL rollouts: B=64, T=1024, H=512 with episodes of geometric length (mean 100) inside each "
+             "row, given to fusedrnn as reset= and to torch.nn as the split segments, packed (what its users do); "
+             "the same shape without resets is the cost of the flag",
+             (replace(ROLLOUT, episode=100), ROLLOUT), dtypes=("bf16", "fp16"), modes=("fwd", "fwdbwd"),
+             peers=False),
     ShapeSet("h_sweep", "hidden-size sweep: H from 64 to 2048 at B=32, T=512",
              tuple(_lstm(512, 32, 64 * 2 ** k) for k in range(6)),
              dtypes=("fp32", "fp16", "bf16"), modes=("fwd", "fwdbwd"), peers=False, x="H"),

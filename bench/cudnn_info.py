@@ -59,7 +59,10 @@ def _persist_device(cell: str, B: int, T: int, H: int, major: int, minor: int, s
 
 
 def predict_algo(case: Case, forward: bool, major: int, minor: int, sm_count: int) -> str:
-    """cuDNN RNN algorithm torch's get_algo picks (unpacked input, no projections) for the forward or backward."""
+    """cuDNN RNN algorithm torch's get_algo picks (no projections) for the forward or backward. Packed input (a
+    case with resets: its split segments) always gets STANDARD: get_algo tries the persistent ones only unpacked."""
+    if case.episode:
+        return "STANDARD"
     if case.dtype != "fp64" and major >= 6 and _small_h(case.cell, case.H, forward):
         return "PERSIST_STATIC_SMALL_H"
     if (case.dtype == "fp16" and _persist_common(case.L, case.H, case.bidirectional, case.I)

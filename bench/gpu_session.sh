@@ -44,6 +44,9 @@ case $step in
       2>&1 | tee "$out/bench-targets.log"
     python3 -m bench --commit "$commit" --sets small_batch,long_seq --dtypes bf16,fp16 --providers fusedrnn,cudnn \
       --max-minutes 2 --resume 2>&1 | tee -a "$out/bench-targets.log"
+    # Resets inside a sequence (issue 17): fusedrnn with reset= and without, cuDNN on the split segments, packed.
+    python3 -m bench --commit "$commit" --sets resets --providers fusedrnn,cudnn --max-minutes 1 --resume \
+      2>&1 | tee -a "$out/bench-targets.log"
     python3 -m bench --commit "$commit" --max-minutes 3 --resume 2>&1 | tee "$out/bench.log"
     tar czf "$out/bench-results.tgz" bench/results
     ;;

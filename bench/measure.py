@@ -13,6 +13,10 @@ chosen so the timed calls take about ``budget_s`` (within [min_reps, max_reps]).
 80th percentiles.
 Peak memory: ``torch.cuda.max_memory_allocated`` over the timed calls (reset before) minus what was allocated when
 they started: what one call needs on top of the resident inputs and weights. On a CPU: wall time, no memory.
+
+Resets (a case with ``episode``): every step of every row starts a new episode with probability 1/episode
+(episode lengths geometric with that mean; ``episode_starts``, seeded), never at t=0 (a rollout continues from hx).
+The reference is torch.nn on the split segments (``base.run_split``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 
 from . import registry
-from .base import Env, Provider, Runner, Unavailable, torch_module
+from .base import Env, Provider, Runner, Unavailable, run_split, torch_module
 
 TORCH_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: (atol, rtol) per case dtype, against max|ref| of each tensor. fp16 and bf16 as the test suite's table
@@ -65,6 +69,22 @@ class Problem:
     grads_out: list  # gradients of output, h_n (, c_n); empty unless forward+backward
     names: list = field(default_factory=list)  # of the compared tensors, in order
     ref: list = field(default_factory=list)  # fp32 reference tensors, in that order
+    reset: torch.Tensor | None = None  # [T, B] bool: where episodes start (cases with ``episode``)
+
+    def call(self, runner: Runner):
+        """runner.forward on this problem's input and state (and its resets, where it has them)."""
+        if self.reset is None:
+            return runner.forward(self.x, self.hx)
+        return runner.forward(self.x, self.hx, self.reset)
+
+
+def episode_starts(T: int, B: int, mean: int, device, seed: int = 0) -> torch.Tensor:
+    """[T, B] bool: True where a new episode starts, each step with probability 1/mean (geometric episode lengths
+    of that mean), never at t = 0."""
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.rand(T, B, generator=g) < 1.0 / mean
+    starts[0] = False
+    return starts.to(device)
 
 
 def make_problem(case: registry.Case, device, seed: int = 0) -> Problem:
@@ -81,6 +101,8 @@ def make_problem(case: registry.Case, device, seed: int = 0) -> Problem:
     hx = [rand(*state_shape, grad=train) for _ in range(n_states)]
     grads_out = [rand(case.T, case.B, case.D * case.H)] + [rand(*state_shape) for _ in range(n_states)] if train else []
     p = Problem(case, torch.device(device), state_dict, x, hx, grads_out)
+    if case.episode:
+        p.reset = episode_starts(case.T, case.B, case.episode, device, seed)
     p.names = ["output", "h_n", "c_n"][:1 + n_states]
     if train:
         p.names += ["grad input", "grad h0", "grad c0"][:1 + n_states] + [f"grad {n}" for n in state_dict]
@@ -91,9 +113,9 @@ def run_once(runner: Runner, p: Problem) -> list:
     """The provider's tensors in ``p.names`` order (gradients mapped to torch.nn's layout)."""
     if p.case.mode != "fwdbwd":
         with torch.no_grad():
-            out, states = runner.forward(p.x, p.hx)
+            out, states = p.call(runner)
         return [out, *states]
-    out, states = runner.forward(p.x, p.hx)
+    out, states = p.call(runner)
     grads = torch.autograd.grad([out, *states], [p.x, *p.hx, *runner.params], p.grads_out)
     n = 1 + len(p.hx)
     return [out, *states, *grads[:n], *runner.grads_to_torch(list(grads[n:]))]
@@ -104,25 +126,27 @@ def timed_call(runner: Runner, p: Problem):
     if p.case.mode != "fwdbwd":
         def fn():
             with torch.no_grad():
-                return runner.forward(p.x, p.hx)
+                return p.call(runner)
     else:
         def fn():
-            out, states = runner.forward(p.x, p.hx)
+            out, states = p.call(runner)
             return torch.autograd.grad([out, *states], [p.x, *p.hx, *runner.params], p.grads_out)
     return fn
 
 
 def add_reference(p: Problem) -> None:
-    """torch.nn in fp32 (TF32 off, cuDNN as the device has it) on the rounded weights and inputs."""
+    """torch.nn in fp32 (TF32 off, cuDNN as the device has it) on the rounded weights and inputs (on the split
+    segments where the case has resets)."""
     case, train = p.case, p.case.mode == "fwdbwd"
     module = torch_module(case, torch.float32, p.device)
     module.load_state_dict({k: v.float() for k, v in p.state_dict.items()})
     module.train(train)
     x = p.x.detach().float().requires_grad_(train)
     hx = [h.detach().float().requires_grad_(train) for h in p.hx]
-    runner = Runner(lambda x_, hx_: _call(module, x_, hx_), [getattr(module, n) for n in module._flat_weights_names])
+    runner = Runner(lambda x_, hx_, reset=None: _call(module, x_, hx_) if reset is None else
+                    run_split(module, x_, hx_, reset), [getattr(module, n) for n in module._flat_weights_names])
     with precision("fp32"):
-        q = Problem(case, p.device, p.state_dict, x, hx, [g.float() for g in p.grads_out], p.names)
+        q = Problem(case, p.device, p.state_dict, x, hx, [g.float() for g in p.grads_out], p.names, reset=p.reset)
         p.ref = [t.detach() for t in run_once(runner, q)]
 
 
@@ -210,7 +234,8 @@ def case_row(case: registry.Case, provider: str) -> dict:
     """The row's identity and the case's numbers; measure_case adds the status, the check and the times."""
     return {"case": case.key, "provider": provider, "status": None, "cell": case.cell, "sets": list(case.sets),
             "T": case.T, "B": case.B, "I": case.I, "H": case.H, "L": case.L, "bidirectional": case.bidirectional,
-            "dtype": case.dtype, "mode": case.mode, "gemm_flops": registry.gemm_flops(case)}
+            "episode": case.episode, "dtype": case.dtype, "mode": case.mode,
+            "gemm_flops": registry.gemm_flops(case)}
 
 
 def measure_case(case: registry.Case, providers: list[Provider], env: Env, device, timing: dict | None = None,

@@ -12,6 +12,10 @@ Triton backend). A forced cooperative kernel that cannot run a shape falls back 
 warning; the launch probe of each row records which kernels actually ran. The Cell
 providers ("fusedrnn-cell", "torch-cell": LSTMCell/GRUCell/RNNCell) take part in the decode mode only.
 
+Resets inside a sequence (the "resets" set): fusedrnn takes them as ``reset=``; torch.nn (cuDNN, native) has no such
+input, so it runs what its users do today: every row split at its resets and the segments packed
+(``base.run_split``), the split inside the timed call. The peers take no resets and skip those cases.
+
 Tiers: "core" providers (fusedrnn's paths and cuDNN) run on every case; "peer" providers (torch.nn without
 cuDNN, torch.nn's Cells, torch.compile, FlashRNN, haste) where the shape set asks for them (registry.py).
 The builders of the torch.compile loop, FlashRNN and haste are in peers.py.
@@ -70,7 +74,7 @@ def _fusedrnn_provider(name: str, variant: str | None) -> Provider:
         return None
 
     what = "the dispatcher's own choice" if variant is None else f"the {variant} kernel, forced"
-    return Provider(name, "core", f"fusedrnn, {what}", build, needs)
+    return Provider(name, "core", f"fusedrnn, {what}", build, needs, takes_resets=True)
 
 
 # ------------------------------------------------------------------------------------------------- Cells
@@ -129,10 +133,11 @@ def _build_native(case, state_dict, device):
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (
     *(_fusedrnn_provider(n, v) for n, v in FUSEDRNN_VARIANTS.items()),
     _cell_provider("fusedrnn-cell", "core", fused=True),
-    Provider("cudnn", "core", "torch.nn on cuDNN (the baseline of every speedup)", _build_cudnn,
-             lambda c, e: None if e.cudnn else "needs a CUDA GPU with cuDNN"),
+    Provider("cudnn", "core", "torch.nn on cuDNN (the baseline of every speedup; with resets: on the split "
+             "segments, packed)", _build_cudnn, lambda c, e: None if e.cudnn else "needs a CUDA GPU with cuDNN",
+             takes_resets=True),
     Provider("torch-native", "peer", "torch.nn with cuDNN disabled (aten's own RNN; on a CPU: torch's CPU RNN)",
-             _build_native, lambda c, e: None),
+             _build_native, lambda c, e: None, takes_resets=True),
     _cell_provider("torch-cell", "peer", fused=False),
     Provider("torch-compile", "peer", "naive Python loop over T, cell step compiled by torch.compile",
              peers.build_compiled, peers.needs_compiler),

@@ -39,6 +39,8 @@ class Case:
     dtype: str
     mode: str
     sets: tuple[str, ...] = field(default=(), compare=False)
+    #: The mean episode length of the resets inside each row (presets.Shape.episode); 0: none. Keyword only.
+    episode: int = field(default=0, kw_only=True)
 
     @property
     def D(self) -> int:
@@ -46,15 +48,17 @@ class Case:
 
     @property
     def shape_label(self) -> str:
-        """"T100 B64 I512 H512" (+ " L2" / " bidir" where they apply)."""
+        """"T100 B64 I512 H512" (+ " L2" / " bidir" / " episodes~100" where they apply)."""
         s = f"T{self.T} B{self.B} I{self.I} H{self.H}"
-        return s + (f" L{self.L}" if self.L > 1 else "") + (" bidir" if self.bidirectional else "")
+        return (s + (f" L{self.L}" if self.L > 1 else "") + (" bidir" if self.bidirectional else "")
+                + (f" episodes~{self.episode}" if self.episode else ""))
 
     @property
     def key(self) -> str:
-        """Stable identity in the results: "lstm/T100-B64-I512-H512-L1-D1/fp16/fwd"."""
-        return (f"{self.cell}/T{self.T}-B{self.B}-I{self.I}-H{self.H}-L{self.L}-D{self.D}/"
-                f"{self.dtype}/{self.mode}")
+        """Stable identity in the results: "lstm/T100-B64-I512-H512-L1-D1/fp16/fwd" ("-E100" after D1 with
+        resets, episodes of mean length 100)."""
+        return (f"{self.cell}/T{self.T}-B{self.B}-I{self.I}-H{self.H}-L{self.L}-D{self.D}"
+                f"{f'-E{self.episode}' if self.episode else ''}/{self.dtype}/{self.mode}")
 
     @property
     def tokens(self) -> int:
@@ -79,7 +83,7 @@ def cases(sets=tuple(SETS), dtypes=None, modes=None, cells=None) -> list[Case]:
     for name in sets:
         for shape, dtype, mode in ALL_SETS[name].runs(dtypes, modes, cells):
             c = Case(shape.cell, 1 if mode == "decode" else shape.T, shape.B, shape.I, shape.H, shape.L,
-                     shape.bidirectional, dtype, mode, (name,))
+                     shape.bidirectional, dtype, mode, (name,), episode=shape.episode)
             out[c] = replace(out[c], sets=out[c].sets + (name,)) if c in out else c
     return list(out.values())
 
@@ -91,7 +95,7 @@ def gemm_flops(case: Case) -> int:
     I_l = D*H after) plus the recurrent matmul ``h @ W_hh^T`` at every step (2*T*B*H*G*H). Pointwise gate
     math, bias adds and the reductions of the bias gradients are not counted. Forward+backward counts the
     backward as twice the forward (one GEMM for the data gradients, one for the weight gradients), so
-    3x in all. A decode case is its forward at T=1.
+    3x in all. A decode case is its forward at T=1. Resets change no matmul: a case with them counts the same.
     """
     G = CELLS[case.cell].gates
     flops = 0

@@ -108,6 +108,19 @@ def speedup(rows: list[dict]) -> dict:
             if r.get("status") == "ok" and r["case"] in base}
 
 
+def reset_cost(rows: list[dict]) -> list[tuple[dict, float]]:
+    """(row, its median / the median of the same provider on the same case without resets) for every fusedrnn row of
+    a case with resets whose twin was measured: what the reset flag costs (the aim: at most 1.05)."""
+    plain = {(r["case"], r["provider"]): r["median_ms"] for r in rows if r.get("status") == "ok"}
+    out = []
+    for r in rows:
+        if r.get("episode") and r.get("status") == "ok" and r["provider"].startswith("fusedrnn"):
+            twin = r["case"].replace(f"-E{r['episode']}/", "/")
+            if (twin, r["provider"]) in plain:
+                out.append((r, r["median_ms"] / plain[(twin, r["provider"])]))
+    return out
+
+
 def _providers_in(rows) -> list[str]:
     """Providers present, the baseline first, then in registry order."""
     seen = {r["provider"] for r in rows}
@@ -140,14 +153,15 @@ def _cell(r: dict | None, x: float | None) -> str:
 
 
 def _varying(shapes) -> list[str]:
-    fields = ("cell", "T", "B", "I", "H", "L", "bidirectional")
+    fields = ("cell", "T", "B", "I", "H", "L", "bidirectional", "episode")
     same_ih = all(s.I == s.H for s in shapes)  # I follows H: naming H is enough
     return [f for f in fields if len({getattr(s, f) for s in shapes}) > 1 and not (f == "I" and same_ih)]
 
 
 def _label(row: dict, varying: list[str]) -> str:
     """The case's name within its set: the fields that vary there (all of them when nothing does)."""
-    names = {"bidirectional": lambda v: "bidir" if v else "uni", "cell": str}
+    names = {"bidirectional": lambda v: "bidir" if v else "uni", "cell": str,
+             "episode": lambda v: f"resets (episodes~{v})" if v else "no resets"}
     fields = varying or ["cell", "T", "B", "I", "H"] + (["L"] if row["L"] > 1 else [])
     if row["mode"] == "decode":
         fields = [f for f in fields if f != "T"] or ["B", "H"]
@@ -157,7 +171,7 @@ def _label(row: dict, varying: list[str]) -> str:
 def _order(rows_of_set: list[dict]) -> list[dict]:
     dt, md = {d: i for i, d in enumerate(registry.DTYPES)}, {m: i for i, m in enumerate(registry.MODES)}
     return sorted(rows_of_set, key=lambda r: (md.get(r["mode"], 9), dt.get(r["dtype"], 9), r["cell"], r["L"],
-                                              r["T"], r["B"], r["H"]))
+                                              r["T"], r["B"], r["H"], -r.get("episode", 0)))
 
 
 def _by_set(rows: list[dict]) -> dict:
@@ -209,6 +223,11 @@ def summary_markdown(rows: list[dict], source: str, plots: dict[str, str]) -> st
             cells = [_cell(by_p.get(p), xs.get((key, p))) for p in providers]
             lines.append(f"| {_label(any_row, varying)} | {dtype} | {mode} | " + " | ".join(cells) + " |")
         lines.append("")
+        costs = reset_cost(srows)
+        if costs:
+            lines += ["The cost of the reset flag (fusedrnn with resets / the same provider without them; the aim is at "
+                      "most 1.05): " + ", ".join(f"{r['provider']} {r['dtype']} {r['mode']} {x:.3f}"
+                                                 for r, x in costs) + ".", ""]
     failed = [r for r in rows if r.get("status", "").startswith("failed")]
     if failed:
         lines += ["## Failures (no time recorded)", ""]

@@ -36,6 +36,8 @@ def test_shape_sets_hold_the_issue_shapes():
     assert {(s[0], s[1], s[2], s[4]) for s in _shapes("gru_rnn")} == {
         (c, T, B, H) for c in ("gru", "rnn_tanh") for T, B, H in ((100, 64, 512), (1024, 16, 768))}
     assert _shapes("deep_bidir") == {("lstm", 100, 64, 512, 512, 2, True)}
+    rl = registry.cases(("resets",), modes=("fwd",), dtypes=("fp16",))
+    assert {(c.T, c.B, c.H, c.episode) for c in rl} == {(1024, 64, 512, 100), (1024, 64, 512, 0)}
 
 
 def test_cases_are_unique_and_decode_is_one_step():
@@ -192,7 +194,7 @@ def test_haste_gradient_map_inverts_its_layout():
 def test_measure_case_rows_on_cpu():
     """End to end through measure_case with torch.nn's CPU RNN and Cells (no Triton kernel runs)."""
     env = Env("cpu", True, False)
-    case = registry.Case("lstm", 1, 2, 4, 5, 1, False, "fp32", "decode", ("smoke",))
+    case = registry.Case("lstm", 1, 2, 4, 5, 1, False, "fp32", "decode", sets=("smoke",))
     chosen = [providers.PROVIDERS[n] for n in ("torch-native", "torch-cell", "cudnn")]
     rows = {r["provider"]: r for r in measure.measure_case(case, chosen, env, "cpu",
                                                            dict(budget_s=0.0, min_reps=1, max_reps=1))}
@@ -202,6 +204,23 @@ def test_measure_case_rows_on_cpu():
         assert row["status"] == "ok", row
         assert row["median_ms"] > 0 and row["n_reps"] == 1 and row["peak_mem_bytes"] is None
         assert row["check"]["ratio"] <= 1 and row["tokens_per_s"] > 0 and row["tflops"] > 0
+
+
+@pytest.mark.parametrize("mode,bidir", [("fwdbwd", True), ("fwd", False)])
+def test_resets_case_fused_and_split_agree(mode, bidir):
+    """A case with resets: fusedrnn (reset=, the Triton kernels under the interpreter) passes the check against
+    torch.nn in fp32 on the split, packed segments (base.run_split), as torch.nn on the split does; the peers skip."""
+    env = Env("cpu", True, False)
+    case = registry.Case("lstm", 9, 3, 4, 5, 1, bidir, "fp32", mode, episode=3)
+    p = measure.make_problem(case, "cpu", seed=1)
+    assert p.reset.shape == (9, 3) and p.reset.any() and not p.reset[0].any()
+    chosen = [providers.PROVIDERS[n] for n in ("fusedrnn-tiled", "torch-native", "torch-compile")]
+    rows = {r["provider"]: r for r in measure.measure_case(case, chosen, env, "cpu",
+                                                           dict(budget_s=0.0, min_reps=1, max_reps=1), seed=1)}
+    assert rows["torch-compile"]["status"] == "skipped: takes no resets inside a sequence"
+    for name in ("fusedrnn-tiled", "torch-native"):
+        assert rows[name]["status"] == "ok", rows[name]
+    assert "-E3/" in case.key and "episodes~3" in case.shape_label
 
 
 def test_a_failing_provider_gets_no_time():
@@ -262,3 +281,15 @@ def test_results_on_disk(tmp_path):
     index = report.write_index(tmp_path).read_text()
     assert "[Fake GPU 80GB](fake-gpu/summary.md)" in index
     assert "fusedrnn" in report.table(back) and report.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_reset_cost_pairs_each_case_with_its_twin_without_resets():
+    rl, plain = (registry.Case("lstm", 1024, 64, 512, 512, 1, False, "fp16", "fwd", ("resets",), episode=e)
+                 for e in (100, 0))
+    rows = [dict(measure.case_row(c, p), status="ok", median_ms=ms)
+            for c, p, ms in ((rl, "fusedrnn", 2.1), (plain, "fusedrnn", 2.0), (rl, "cudnn", 40.0), (plain, "cudnn", 3.0))]
+    (row, x), = report.reset_cost(rows)
+    assert row["provider"] == "fusedrnn" and x == pytest.approx(1.05)
+    text = report.summary_markdown(rows, "rows.json", {})
+    assert "The cost of the reset flag" in text and "fusedrnn fp16 fwd 1.050" in text
+    assert "resets (episodes~100)" in text and "no resets" in text
