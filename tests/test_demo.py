@@ -22,6 +22,7 @@ from fusedrnn.demo.__main__ import PRESETS, main
 from fusedrnn.demo.models import CELLS, build_model
 from fusedrnn.demo.runner import run_all
 from fusedrnn.demo.train import RunResult, TrainConfig, train
+from fusedrnn.demo.train import forward as demo_forward
 
 
 def _has_matplotlib() -> bool:
@@ -185,6 +186,23 @@ def test_segment_boundaries_flag_the_resets():
     assert (y[flags] == 0).all()
     assert (y[1:][~flags[1:]] >= y[:-1][~flags[1:]]).all(), "a count fell without a boundary"
 
+
+
+def test_segments_reset_hands_the_boundaries_to_the_layer_as_reset():
+    """The reset run's model gets the boundary flags as reset=: its state entering a boundary is zero, so its output
+    there is the output of a fresh sequence that starts at the boundary."""
+    torch.manual_seed(0)
+    task = tasks.TASKS["segments_reset"]
+    assert task.reset and not tasks.TASKS["segments"].reset
+    model = build_model("rnn_tanh", task.n_in, 6, task.n_out, True, seed=0, t_max=4)
+    x, _ = tasks.segments(3, 12, _gen(4))
+    flags = task.boundaries(x)
+    b = int(flags[1:].any(0).nonzero()[0])  # a row with a boundary after t = 0
+    t = int(flags[1:, b].nonzero()[0]) + 1
+    out = demo_forward(model, task, x)
+    fresh = model(x[t:, b:b + 1])
+    torch.testing.assert_close(out[t:, b:b + 1][:1], fresh[:1])
+    assert not torch.allclose(demo_forward(model, tasks.TASKS["segments"], x)[t, b], fresh[0, 0])
 
 # --- verdicts: derived from the table, never written in advance ---------------------------------------------------
 

@@ -34,7 +34,7 @@ GATE_INITS = ("chrono", "default")
 class SeqModel(nn.Module):
     """A recurrent layer and a linear head.
 
-    ``forward(x [T, B, F])`` returns the head applied to the last step's output, [B, C] (``per_step=False``), or
+    ``forward(x [T, B, F], reset=None)`` (reset [T, B] bool: where the state starts afresh) returns the head applied to the last step's output, [B, C] (``per_step=False``), or
     to every step's output, [T, B, C] (``per_step=True``). ``rnn`` is any module with torch.nn's RNN interface
     (time-major), so a torch.nn twin can be swapped in for comparisons.
     """
@@ -45,8 +45,8 @@ class SeqModel(nn.Module):
         self.head = head
         self.per_step = per_step
 
-    def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.rnn(x)
+    def forward(self, x: Tensor, reset: Tensor | None = None) -> Tensor:
+        out, _ = self.rnn(x) if reset is None else self.rnn(x, reset=reset)
         return self.head(out if self.per_step else out[-1])
 
 

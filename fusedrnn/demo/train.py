@@ -76,9 +76,9 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 def forward(model: SeqModel, task: Task, x: Tensor) -> Tensor:
     """``model`` applied to a batch x [T, B, F] of ``task``: the one place where a model meets a batch (training,
-    gradient profile, evaluation). A task variant that hands its per-step boundary flags (Task.boundaries) to
-    the recurrent layer is added here, and in SeqModel.forward, once the modules take them."""
-    return model(x)
+    gradient profile, evaluation). A task with ``reset`` hands its boundary flags (Task.boundaries) to the
+    recurrent layer as ``reset=``."""
+    return model(x, task.boundaries(x) if task.reset else None)
 
 
 def _last(task: Task, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
