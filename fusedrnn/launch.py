@@ -205,9 +205,9 @@ def recurrence_bwd(cell: str, dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.
     # dh0 = pointwise carry + dHp of each sequence's first step @ W_hh; with a projection the carry was
     # consumed (zeroed) at each sequence's last step.
     carry = carry_p if proj else carry_h
-    first_dh = sched.per_sequence(dhp, "first") @ w_hh if B > 0 else None
-    if zero is not None and B > 0:  # a sequence that starts afresh at its first step passes nothing to h0
-        first_dh = first_dh.masked_fill(sched.per_sequence(zero, "first").bool()[:, None], 0)
+    if B > 0:  # a sequence that starts afresh at its first step passes nothing to h0
+        first_dh = _kept(sched.per_sequence(dhp, "first") @ w_hh, None if zero is None else
+                         sched.per_sequence(zero, "first"))
     dh0 = (carry + first_dh.to(acc)).to(dtype) if B > 0 else carry.to(dtype)
     dc0 = carry_c.to(dtype) if spec.has_c else none()
     # dW_hh = sum over rows of dHp^T h_{t-1}.
