@@ -226,13 +226,14 @@ def fused_lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, weights: Sequenc
     _check("lstm", input, hx, weights, num_layers, bias, bidirectional, batch_first, dropout, proj_size, batch_sizes)
     if reset is not None:
         _check_reset(reset, input, batch_first, batch_sizes)
-    if dispatch.select(input.device) == "aten" and reset is None:
+    on_aten = dispatch.select(input.device) == "aten"
+    if on_aten and reset is None:
         out, (h, c) = aten.run("lstm", input, hx, weights, batch_sizes, bias, num_layers, dropout, training,
                                bidirectional, batch_first)
         return out, (h, c)
     with _no_autocast(amp):
         out, (h, c) = _run("lstm", input, list(hx), weights, bias, num_layers, dropout, training, bidirectional,
-                           batch_first, proj_size, batch_sizes, reset, dispatch.select(input.device) == "aten")
+                           batch_first, proj_size, batch_sizes, reset, on_aten)
     if amp:
         out, h, c = out.to(amp[1]), h.to(amp[1]), c.to(amp[2])
     return out, (h, c)
@@ -246,13 +247,14 @@ def _single_state(cell: str, input, hx, weights, bias, num_layers, dropout, trai
     _check(cell, input, [hx], weights, num_layers, bias, bidirectional, batch_first, dropout, 0, batch_sizes)
     if reset is not None:
         _check_reset(reset, input, batch_first, batch_sizes)
-    if dispatch.select(input.device) == "aten" and reset is None:
+    on_aten = dispatch.select(input.device) == "aten"
+    if on_aten and reset is None:
         out, (h,) = aten.run(cell, input, [hx], weights, batch_sizes, bias, num_layers, dropout, training,
                              bidirectional, batch_first)
         return out, h
     with _no_autocast(amp):
         out, (h,) = _run(cell, input, [hx], weights, bias, num_layers, dropout, training, bidirectional, batch_first,
-                         0, batch_sizes, reset, dispatch.select(input.device) == "aten")
+                         0, batch_sizes, reset, on_aten)
     return (out.to(amp[1]), h.to(amp[1])) if amp else (out, h)
 
 
