@@ -55,8 +55,8 @@ Accumulation is fp32 (fp64 for fp64 tensors), like the step kernels; so are c an
 import triton
 import triton.language as tl
 
-from .tile import (_bwd_dh, _bwd_epilogue, _bwd_tile, _fwd_epilogue, _fwd_recurrent, _fwd_tile, _gate_biases,
-                   _held_bwd, _held_fwd, _input_gates, _kept, _load_tile, _program_tile, _store_tile)
+from .tile import (_bwd_dh, _bwd_epilogue, _bwd_tile, _dh_matmul, _fwd_epilogue, _fwd_recurrent, _fwd_tile,
+                   _gate_biases, _held_bwd, _held_fwd, _input_gates, _kept, _load_tile, _program_tile, _store_tile)
 
 
 @triton.jit
@@ -180,10 +180,22 @@ def _bwd_step(
         # before it, they were live across its dots: 78 registers instead of 64, rnn_tanh B=64 on sm_90a).
         o_h = h_first + tl.arange(0, BLOCK_H)
         m_h = o_h < H
-        dh, carry_h = _bwd_dh(p_dhp + t_next * s_dht + first_next * s_dhp, s_dhp, p_w, s_wr, s_wc,
-                              p_dy + t * s_dyt + first * s_dy, s_dy, p_dh, m_next, H, o_b, o_h, m_h,
-                              m_b[:, None] & m_h[None, :], w, carry_h, ACC, G, True, True, BLOCK_K, HP, UPCAST_DOT,
-                              DOT_PRECISION, CACHE)
+        p_dhp_next = p_dhp + t_next * s_dht + first_next * s_dhp
+        p_dy_t = p_dy + t * s_dyt + first * s_dy
+        m_t = m_b[:, None] & m_h[None, :]
+        if RESET:
+            # dHp_{t+1} @ W_hh of every row that runs step t+1, zeroed after the dots for the rows that start afresh
+            # there, instead of a flag-dependent mask on the dots' loads: under ptxas's 128-register heuristic for
+            # this 8-warp kernel the masked loads spilled (sm_90a, H=64 and 128: Triton 3.6 GRU 8 B; Triton 3.9 LSTM
+            # 48 B, GRU 32 B); this way both build them without a spill, bf16 B=16 (bench.resources --reset).
+            part = _dh_matmul(tl.zeros((BLOCK_B, BLOCK_H), ACC), p_dhp_next, s_dhp, o_b, o_b < rows_next, p_w, s_wr,
+                              s_wc, o_h, m_h, H, w, ACC, G, True, BLOCK_K, HP, UPCAST_DOT, DOT_PRECISION, CACHE)
+            dh, carry_h = _bwd_dh(p_dhp_next, s_dhp, p_w, s_wr, s_wc, p_dy_t, s_dy, p_dh, m_next, H, o_b, o_h, m_h,
+                                  m_t, w, carry_h, ACC, G, False, True, BLOCK_K, HP, UPCAST_DOT, DOT_PRECISION, CACHE)
+            dh += tl.where(m_next[:, None], part, 0.0)
+        else:
+            dh, carry_h = _bwd_dh(p_dhp_next, s_dhp, p_w, s_wr, s_wc, p_dy_t, s_dy, p_dh, m_next, H, o_b, o_h, m_h,
+                                  m_t, w, carry_h, ACC, G, True, True, BLOCK_K, HP, UPCAST_DOT, DOT_PRECISION, CACHE)
         carry_h, carry_c = _bwd_epilogue(
             dh, carry_h, carry_c, p_dh, p_dc, p_save + t * s_svt + first * (NS * H), p_cs + (step + 1) * s_cs,
             p_cs + step * s_cs, H, p_c0, s_c0, p_y + t_prev * s_yt + first_prev * s_y, s_y, p_h0, s_h0,
