@@ -37,9 +37,12 @@ case $step in
     python3 -m bench.verdict "$out/junit-persistent.xml" "$out/junit-rest.xml" | tee "$out/verdict.txt"
     ;;
   bench)
-    # Issue 4's targets first (the persistent shape with every fusedrnn kernel, then small-batch inference and
+    # The parts of a cooperative step first (issue 16: grid barrier, broadcast of h, held matmul; under a minute),
+    # then issue 4's targets (the persistent shape with every fusedrnn kernel, then small-batch inference and
     # long sequences against cuDNN), then everything else. --resume skips the rows bench/results/ already holds:
     # the machine starts bare, so before the next call unpack the last call's tarball into this checkout.
+    mkdir -p bench/results/micro
+    timeout 120 python3 -m bench.micro --json "bench/results/micro/$commit.json" 2>&1 | tee "$out/micro.log"
     python3 -m bench --commit "$commit" --sets persistent --dtypes bf16,fp16 --max-minutes 3 --resume \
       2>&1 | tee "$out/bench-targets.log"
     python3 -m bench --commit "$commit" --sets small_batch,long_seq --dtypes bf16,fp16 --providers fusedrnn,cudnn \

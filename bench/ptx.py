@@ -5,6 +5,7 @@
 - ``Ptx``: a kernel's PTX as instructions, control-flow graph and register taint;
 - ``barrier_violations``: the cooperative kernels' grid barrier read from the PTX (release arrival, acquire polls,
   reads of other programs' writes inside the time loop and after a poll);
+- ``loop_reads``: what a kernel reads inside its loops (W_hh streamed from memory at every step, or held);
 - ``nan_dropping_minmax``: float max/min instructions that return the operand that is not NaN.
 
 ``bench/resources.py`` compiles the kernels and calls these; the tests call them on toy kernels too.
@@ -249,6 +250,22 @@ def barrier_violations(ptx: str, params: list, shared: tuple) -> list:
         if i in early:
             errors.append(f"a read of what other programs wrote reachable from the arrival before any poll: {where(i)}")
     return errors
+
+
+def loop_reads(ptx: str, params: list, names: tuple) -> dict:
+    """What a kernel reads inside its loops, from the PTX: the global reads (ld, cp.async) through the parameters
+    ``names`` (``params``: ``ptx_params``) that sit in a loop (a strongly connected component of the control flow:
+    the time loop and the loops inside it), as 'line N: instruction' (``global_reads``: for W_hh, a W streamed at every
+    step instead of held on chip), and the number of shared-memory reads in loops (``shared_reads``: ld.shared, ldmatrix
+    and wgmma, whose operands come from shared memory: a held W read from it at every step)."""
+    ins = Ptx(ptx)
+    data = ins.tainted([params.index(p) for p in names])
+    looped = set().union(*ins.sccs())
+    where = lambda i: f"line {ins.ins[i]['line']}: {ins.ins[i]['op']} {ins.ins[i]['args']}"  # noqa: E731
+    glob = [where(i) for i in sorted(looped) if _reads_global(ins.ins[i]) and
+            any(r in data for r in ins.addresses(i)[-1:])]
+    shared = sum(1 for i in looped if ins.ins[i]["op"].startswith(("ld.shared", "ldmatrix", "wgmma.mma_async")))
+    return dict(global_reads=glob, shared_reads=shared)
 
 
 def nan_dropping_minmax(ptx: str) -> list:

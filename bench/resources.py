@@ -264,7 +264,8 @@ def _spec_row(item) -> dict:
                **{name.lower(): bool(c[name]) for name in FLAGS if name in c}, flags=_flags(c),
                BLOCK_B=c.get("BLOCK_B"), BLOCK_H=c.get("BLOCK_H"), BLOCK_K=c.get("BLOCK_K"),
                KP=c.get("KP", c.get("HP")), num_warps=spec["options"].get("num_warps"),
-               num_stages=spec["options"].get("num_stages"), programs=spec["grid"][0])
+               num_stages=spec["options"].get("num_stages"), programs=spec["grid"][0],
+               w_type=spec["signature"]["p_w"])
     start = time.perf_counter()
     try:
         k, res = compile_spec(spec, analyze)
@@ -278,6 +279,8 @@ def _spec_row(item) -> dict:
         row["tensor_cores"] = "+".join(used) if used else "none"
     text = k.asm["ptx"]
     row["nan_minmax"] = nan_dropping_minmax(text)
+    loops = ptx.loop_reads(text, ptx_params(spec), ("p_w", ))
+    row["w_loop_reads"], row["loop_shared_reads"] = len(loops["global_reads"]), loops["shared_reads"]
     if spec["kind"].split("_")[0] in COOPERATIVE:
         row["barrier"] = barrier_violations(text, ptx_params(spec), SHARED[spec["kind"].split("_")[1]])
     return row
@@ -299,6 +302,53 @@ def run_launched(specs: dict, jobs: int = 1, src=None, analyze: bool = False, pr
     return rows
 
 
+#: bytes per element of the W dtype a kernel compiles for (its ``p_w`` type).
+_ITEMSIZE = {"*fp16": 2, "*bf16": 2, "*fp32": 4, "*fp64": 8}
+
+
+def traffic(row: dict, H: int, B: int, sms: int = 132) -> dict:
+    """What one step of a launch reads and writes, per SM, computed from its plan (not measured): the row's kernel,
+    blocks, grid for this layer (H hidden units, batch B, input size H as recorded, no projection) and flags, on a
+    GPU of ``sms`` SMs. Keys (bytes): ``l2_read`` (h_{t-1} forward / dHp_{t+1} backward, which every program reads
+    whole for its rows, the input gates, saved activations, states and carries in memory, and W_hh where it is
+    streamed: re-read at every step, from L2, or L1 where it stays there), ``w_onchip`` (W_hh held by a resident
+    program, read from shared memory or registers at every step), ``write``; ``programs`` and ``per_sm`` (programs
+    per SM). The resident kernels hold W_hh on chip: where, the compiled code says (``smem``, ``w_loop_reads``)."""
+    from fusedrnn.autotune.spaces import KernelConfig, coop_grid
+    cell = CELLS[row["cell"]]
+    variant, direction = row["kind"].split("_")
+    it = _ITEMSIZE[row["w_type"]]
+    acc = 8 if it == 8 else 4
+    G, NS, BB, BH = cell.gates, cell.saved, row["BLOCK_B"], row["BLOCK_H"]
+    n_b, chunks = -(-B // BB), -(-H // BH)
+    if variant in ("resident", "streamed"):
+        cfg = KernelConfig(BB, BH, row["BLOCK_K"], row["num_warps"], row["num_stages"], variant=variant)
+        n_h = coop_grid(cfg, H, B, sms)[0]
+    else:
+        n_h = chunks if variant == "step" else 1
+    per = -(-chunks // n_h)  # hidden chunks of BH units a program walks per step
+    tile, K = BB * BH, H
+    memory_state = variant != "resident"  # c and the carries: in memory, else in registers
+    if direction == "fwd":
+        reads = BB * K * it * per  # h_{t-1}, whole, for each chunk's matmul
+        reads += (BB * H * it + G * BH * H * it) * per if row.get("fuse_input") else G * tile * it * per
+        reads += (tile * it if cell.reads_h else 0) * per + (tile * acc if cell.has_c and memory_state else 0) * per
+        w = G * BH * K * it * per
+        writes = (tile * it + (tile * acc if cell.has_c else 0) + (NS * tile * acc if row.get("save") else 0)) * per
+    else:
+        reads = BB * G * H * it * per  # dHp_{t+1}, whole
+        reads += (tile * it + NS * tile * acc + (tile * it if cell.reads_h else 0)
+                  + (2 * tile * acc if cell.has_c else 0)) * per
+        reads += ((1 + cell.has_c) * tile * acc if memory_state else 0) * per
+        w = G * H * BH * it * per
+        writes = (G * tile * it * (1 + cell.split_dx) + ((1 + cell.has_c) * tile * acc if memory_state else 0)) * per
+    programs = n_h * n_b
+    per_sm = -(-programs // sms)
+    held = variant == "resident"
+    return dict(programs=programs, per_sm=per_sm, l2_read=(reads + (0 if held else w)) * per_sm,
+                w_onchip=(w if held else 0) * per_sm, write=writes * per_sm)
+
+
 def per_layer(rows: list[dict]) -> list[dict]:
     """One row per layer shape and launch: each compiled row repeated for every (H, B) that launches it, with H and B
     ints (how ``--dispatch`` reports, so that two trees' runs compare row by row)."""
@@ -306,7 +356,11 @@ def per_layer(rows: list[dict]) -> list[dict]:
     for r in rows:
         for H in r["H"]:
             for B in r["B"]:
-                out.setdefault((r["kind"], r["cell"], r["dtype"], H, B, r["flags"]), dict(r, H=H, B=B))
+                if r["ok"]:
+                    one = dict(r, H=H, B=B, **{"step_" + k: v for k, v in traffic(r, H, B).items()})
+                else:
+                    one = dict(r, H=H, B=B)
+                out.setdefault((r["kind"], r["cell"], r["dtype"], H, B, r["flags"]), one)
     return sorted(out.values(), key=lambda r: (r["cell"], r["dtype"], r["H"], r["B"], r["kind"], r["flags"]))
 
 
@@ -337,10 +391,16 @@ def _checks(r: dict) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """The rows as a table: one line per row (its H and B: one each, or the lists a compilation serves)."""
+    """The rows as a table: one line per row (its H and B: one each, or the lists a compilation serves). ``Wld``: the
+    global reads of W_hh inside the kernel's loops in its PTX (0: held on chip for the whole sequence); with one H
+    and B per row (``--dispatch``), what a step reads per SM (``traffic``, KB): ``L2rd`` from memory (L2), ``chip``
+    the held W_hh from shared memory or registers."""
+    per_step = any("step_l2_read" in r for r in rows)
     head = (f"{'kind':12} {'cell':8} {'dtype':9} {'flags':32} {'blocks':10} {'KP':>4} {'w':>2} {'s':>1} {'grid':>4} "
-            f"{'regs':>4} {'spill':>5} {'smem':>6}  {'mma':12} H x B")
+            f"{'regs':>4} {'spill':>5} {'smem':>6}  {'mma':12} {'Wld':>3} "
+            + (f"{'L2rd':>6} {'chip':>6} " if per_step else "") + "H x B")
     out = [head, "-" * len(head)]
+    kb = lambda n: f"{n / 1024:6.1f}"  # noqa: E731
     for r in rows:
         shapes = (f"{r['H']} x {r['B']}" if isinstance(r["H"], int) else
                   f"{' '.join(map(str, r['H']))} x {' '.join(map(str, r['B']))}")
@@ -355,6 +415,9 @@ def format_table(rows: list[dict]) -> str:
             line += f"{r['regs']:>4} {r['spills']:>5} {r['smem']:>6}  {mma:12} "
         else:
             line += f"{'':>4} {'':>5} {r['smem']:>6}  {'':12} "
+        line += f"{r['w_loop_reads']:>3} "
+        if per_step:
+            line += f"{kb(r['step_l2_read'])} {kb(r['step_w_onchip'])} " if "step_l2_read" in r else f"{'':>13} "
         out.append(line + shapes + _checks(r))
     out.append(f"{len(rows)} rows, {sum(not r['ok'] for r in rows)} failed to compile, "
                f"{sum(bool(r.get('barrier') or r.get('nan_minmax')) for r in rows)} failed a PTX check")

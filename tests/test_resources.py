@@ -81,4 +81,28 @@ def test_dispatched_kernels_do_not_spill_and_use_tensor_cores(cell, tmp_path):
     scalar = [f"{r['kind']} {r['dtype']} H={r['H']} B={r['B']}" for r in rows
               if r["tensor_cores"] == "none" and r.get("has_next", True)]
     assert not scalar, f"no tensor-core instructions: {scalar}"
+    # The resident kernels hold W_hh on chip: no read of it inside a loop of their PTX, within shared memory.
+    streamed = [f"{r['kind']} {r['dtype']} H={r['H']} B={r['B']}" for r in rows
+                if r["kind"].startswith("resident") and r["w_loop_reads"]]
+    assert not streamed, f"resident kernels reading W_hh inside a loop: {streamed}"
+    assert max(r["smem"] for r in rows) <= H100.smem_per_block
+    assert all("step_l2_read" in r for r in rows)
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_step_traffic_from_the_plan():
+    """``bench.resources.traffic``: what a step reads per SM, from the plan. LSTM bf16, B=16: the streamed forward at
+    H=768 (48 programs of 16 units) re-reads its 96 KB W_hh slice from L2 every step beside h_{t-1} (whole), its
+    input gates and c; the resident one at H=64 (4 programs of 16 units) reads W_hh on chip."""
+    def row(kind, H, block_h):
+        return dict(kind=kind, cell="lstm", w_type="*bf16", BLOCK_B=16, BLOCK_H=block_h, BLOCK_K=64, num_warps=4,
+                    num_stages=3, save=True, fuse_input=False)
+    s = resources.traffic(row("streamed_fwd", 768, 16), 768, 16)
+    w = 4 * 16 * 768 * 2
+    assert s["programs"] == 48 and s["per_sm"] == 1 and s["w_onchip"] == 0
+    assert s["l2_read"] == 16 * 768 * 2 + 4 * 16 * 16 * 2 + 16 * 16 * 4 + w
+    assert s["write"] == 16 * 16 * 2 + 16 * 16 * 4 + 4 * 16 * 16 * 4
+    r = resources.traffic(row("resident_fwd", 64, 16), 64, 16)
+    assert r["programs"] == 4 and r["w_onchip"] == 4 * 16 * 64 * 2 and r["l2_read"] == 16 * 64 * 2 + 4 * 16 * 16 * 2
+    b = resources.traffic(dict(row("resident_bwd", 64, 16), save=None), 64, 16)
+    assert b["l2_read"] == 16 * 4 * 64 * 2 + 16 * 16 * 2 + 4 * 16 * 16 * 4 + 2 * 16 * 16 * 4  # dHp, dy, saved, c
