@@ -257,7 +257,8 @@ def loop_reads(ptx: str, params: list, names: tuple) -> dict:
     ``names`` (``params``: ``ptx_params``) that sit in a loop (a strongly connected component of the control flow:
     the time loop and the loops inside it), as 'line N: instruction' (``global_reads``: for W_hh, a W streamed at every
     step instead of held on chip), and the number of shared-memory reads in loops (``shared_reads``: ld.shared, ldmatrix
-    and wgmma, whose operands come from shared memory: a held W read from it at every step)."""
+    and wgmma, whose operands come from shared memory: a held W read from it at every step) and of tensor-core
+    instructions there (``loop_mma``: mma.sync and wgmma, the step's matmul on tensor cores)."""
     ins = Ptx(ptx)
     data = ins.tainted([params.index(p) for p in names])
     looped = set().union(*ins.sccs())
@@ -265,7 +266,8 @@ def loop_reads(ptx: str, params: list, names: tuple) -> dict:
     glob = [where(i) for i in sorted(looped) if _reads_global(ins.ins[i]) and
             any(r in data for r in ins.addresses(i)[-1:])]
     shared = sum(1 for i in looped if ins.ins[i]["op"].startswith(("ld.shared", "ldmatrix", "wgmma.mma_async")))
-    return dict(global_reads=glob, shared_reads=shared)
+    mma = sum(1 for i in looped if ins.ins[i]["op"].startswith(("mma.sync", "wgmma.mma_async")))
+    return dict(global_reads=glob, shared_reads=shared, loop_mma=mma)
 
 
 def nan_dropping_minmax(ptx: str) -> list:

@@ -281,6 +281,7 @@ def _spec_row(item) -> dict:
     row["nan_minmax"] = nan_dropping_minmax(text)
     loops = ptx.loop_reads(text, ptx_params(spec), ("p_w", ))
     row["w_loop_reads"], row["loop_shared_reads"] = len(loops["global_reads"]), loops["shared_reads"]
+    row["loop_mma"] = loops["loop_mma"]
     if spec["kind"].split("_")[0] in COOPERATIVE:
         row["barrier"] = barrier_violations(text, ptx_params(spec), SHARED[spec["kind"].split("_")[1]])
     return row

@@ -37,7 +37,8 @@ import triton
 
 from fusedrnn import settings
 from fusedrnn.autotune import kernel_config
-from fusedrnn.autotune.spaces import KernelConfig, coop_config, coop_grid, default_kernel_config, device_limits
+from fusedrnn.autotune.spaces import (KernelConfig, coop_config, coop_grid, default_kernel_config, device_limits,
+                                      held_width)  # noqa: F401 - held_width: the resident launches' KP / HP
 from fusedrnn.cells import CELLS
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -179,7 +180,8 @@ def choose(cell, dtype, device, T, B, H, proj, limits=None):
 class LayerPlan:
     """How one layer and direction runs: the kernel, its cooperative plan (or None) and whether the input projection
     is fused into the kernel (single steps, and persistent kernels without saved activations: inference then
-    allocates nothing of size T beyond its input and output)."""
+    allocates nothing of size T beyond its input and output; the resident cooperative kernel then streams its W_ih
+    slice at every step, in 32-row blocks, beside the W_hh it holds)."""
 
     kernel: str
     coop: KernelConfig | None

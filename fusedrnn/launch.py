@@ -341,7 +341,7 @@ def _persistent(direction: str, plan, args: dict, width_name: str, width: int, t
     Cooperative (``plan.coop``: variant "resident" or "streamed" of ``_coop_*_kernel``, with fresh barrier counters,
     on ``dispatch.coop_launch_grid``) when planned, else batch-tiled (with the KernelConfig ``tiled_config()``
     returns, looked up only when it runs). The resident variant's reduction width ``width_name`` (KP forward, HP
-    backward) is next_pow2(width) >= 16 (tl.dot's minimum K); the streamed one reduces in BLOCK_K blocks and gets
+    backward) is ``dispatch.held_width(width)`` (blocks of at most 256 rows); the streamed one reduces in BLOCK_K blocks and gets
     None (one compilation for every H). A cooperative launch the GPU refuses (``dispatch.cooperative_refused``)
     falls back to the batch-tiled kernel, with a warning."""
     B, H, device = args["B"], args["H"], args["p_y"].device
@@ -350,7 +350,7 @@ def _persistent(direction: str, plan, args: dict, width_name: str, width: int, t
         resident = coop.variant == "resident"
         grid = dispatch.coop_launch_grid(coop, device, H, B)
         bar = torch.zeros(grid[1], dtype=torch.int32, device=device)  # one counter per batch tile
-        reduction = triton.next_power_of_2(max(width, 16)) if resident else None
+        reduction = dispatch.held_width(width) if resident else None
         try:
             launch(f"{coop.variant}_{direction}", grid, **args, p_bar=bar, RESIDENT=resident,
                    **{width_name: reduction}, **coop.launch_options())

@@ -30,17 +30,21 @@ stale L1 line). The constexpr ``RESIDENT`` picks the variant:
     Program i walks the hidden chunks i, i + n_h, ... of BLOCK_H units (``autotune.spaces.coop_grid`` makes them
     even), re-reading their W_hh rows every step in BLOCK_K blocks (a program's rows are the same at every step,
     so ``.ca`` loads keep them in its SM's L1 where they fit, else L2); c and the carries live in memory, as in the
-    batch-tiled kernel. For layers whose W_hh slice would not fit a resident program's registers.
+    batch-tiled kernel. For layers whose resident grid or W_hh slice would not fit the GPU (B=64 at H >= 768).
 
   resident (``RESIDENT=True``)
     Program i owns the slice of BLOCK_H hidden units i*BLOCK_H... (all G gates; n_h = cdiv(H, BLOCK_H)) for
-    BLOCK_B rows and loads its slice of W_hh ONCE, before the time loop: ``[KP, BLOCK_H]`` per gate in the forward,
-    W_hh's columns ``[HP, BLOCK_H]`` per gate in the backward, the compiler keeping them in registers for the whole
-    sequence. KP and HP (the reduction widths of the step's dots) are the next power of two of K and H, at least 16:
-    on NVIDIA GPUs tl.dot needs K >= 16 (16-bit operands; 8 for fp32, 4 for fp64), the interpreter any K; the
-    masked tail adds zeros. c (and the backward's carries) stay in registers. The streamed launch passes None for
-    KP / HP (so that its compilations do not multiply with H), the resident one uses no BLOCK_K but in the forward's
-    fused input projection.
+    BLOCK_B rows and loads its slice of W_hh ONCE, before the time loop (``tile._held_fwd`` / ``_held_bwd``): in
+    the forward W_hh^T with the G gates side by side, ``[KP, GP * BLOCK_H]`` (GP = G rounded up to a power of two),
+    so that one dot per K block computes every gate of the slice; in the backward W_hh's columns ``[HP, BLOCK_H]``
+    per gate. KP and HP, the widths held of the step's reductions (K and H), are the next power of two up to 256, at
+    least 16 (on NVIDIA GPUs tl.dot needs K >= 16 for 16-bit operands; 8 for fp32, 4 for fp64; M and N may be
+    anything), else the next multiple of 256, held as blocks of 256 rows (``autotune.spaces.held_width``: 768 is
+    three, not 1024); the masked tail adds zeros. The compiler keeps the held blocks in shared memory (and
+    registers) for the whole sequence: no load of W_hh sits in the time loop (``bench/ptx.py``'s ``loop_reads``
+    checks the PTX). c (and the backward's carries) stay in registers. The streamed launch passes None for KP / HP
+    (so that its compilations do not multiply with H); the resident one uses BLOCK_K only for the forward's fused
+    input projection (inference), which streams W_ih in BLOCK_K blocks, the gates side by side as well.
 
 Grid barrier (``_grid_barrier``): an atomic counter per batch tile, release/acquire at GPU scope. The launcher
 plans no more programs than SMs and launches cooperatively (``launch_cooperative_grid``: the driver starts every
@@ -130,8 +134,9 @@ def _fwd_step(
         r = _fwd_recurrent(p_h_prev, s_y, p_h0, s_h0, p_w, s_wr, s_wc, p_bhh, rows_prev, H, K, o_b, o_h, m_prev, m_h,
                            w, b, ACC, G, HAS_BIAS, True, True, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT,
                            DOT_PRECISION, CACHE)
-        x = _input_gates(p_x + t * s_xt + first * s_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I,
-                         ACC, G, HAS_BIAS, FUSE_INPUT, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
+        x = _input_gates(p_x + t * s_xt + first * s_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h,
+                         h_first, H, I,
+                         ACC, G, HAS_BIAS, FUSE_INPUT, True, BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
         c_prev = tl.where((o_b < rows_prev)[:, None], c, c_init)
         if RESET:
             c_prev = tl.where(m_prev[:, None], c_prev, 0.0)
@@ -322,8 +327,7 @@ def _coop_fwd_kernel(
         # c_0 of its rows (c_{t-1} of the rows that start at a step).
         o_h = h_first + tl.arange(0, BLOCK_H)
         m_h = o_h < H
-        o_k = tl.arange(0, KP)
-        w = _held_fwd(p_w, H, s_wr, s_wc, o_k, o_k < K, o_h, m_h, G)
+        w = _held_fwd(p_w, H, K, s_wr, s_wc, h_first, G, KP, BLOCK_H)
         if HAS_BIAS:
             b = _gate_biases(p_bhh, H, o_h, m_h, ACC, G)
         c_init = tl.zeros((BLOCK_B, BLOCK_H), ACC)
@@ -365,8 +369,7 @@ def _coop_bwd_kernel(
         o_h = h_first + tl.arange(0, BLOCK_H)
         m_h = o_h < H
         m_all = (o_b < B)[:, None] & m_h[None, :]
-        o_r = tl.arange(0, HP)
-        w = _held_bwd(p_w, H, s_wr, s_wc, o_r, o_r < H, o_h, m_h, G)
+        w = _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G, HP)
         carry_h = _load_tile(p_dh, o_b, H, o_h, m_all, ACC)
         if HAS_C:
             carry_c = _load_tile(p_dc, o_b, H, o_h, m_all, ACC)

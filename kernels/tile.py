@@ -6,8 +6,9 @@ the resident cooperative one (one hidden slice per program for the whole sequenc
 both chosen by the constexpr ``RESIDENT`` of ``_fwd_tile`` / ``_bwd_tile``:
 
 - where the W_hh block comes from: held (``RESIDENT``: the caller loaded it once, before its time loop, with
-  ``_held_fwd`` / ``_held_bwd``, and passes it in as ``w``: the whole reduction width in one block per gate, KP or
-  HP wide) or streamed (re-read from memory in BLOCK_K blocks at every step);
+  ``_held_fwd`` / ``_held_bwd``, and passes it in as ``w``: the reduction width in blocks of at most 256 rows, the
+  forward's with the G gates side by side, one dot per block for every gate, ``_split_gates`` parting the result)
+  or streamed (re-read from memory in BLOCK_K blocks at every step, one dot per gate);
 - where c and the backward's carries live: registers (``RESIDENT``: passed in as values, the new ones returned)
   or memory (loaded and stored here, each program touching only its own tile).
 
@@ -142,21 +143,77 @@ def _w_block(p_w, s_wr, s_wc, o_r, m_r, o_h, m_h, CACHE: tl.constexpr):
 
 
 @triton.jit
-def _held_fwd(p_w, H, s_wr, s_wc, o_k, m_k, o_h, m_h, G: tl.constexpr):
-    """The G-tuple of W[g]^T blocks [o_k, o_h] a resident forward holds for the whole sequence (loaded once)."""
+def _fused_wt_block(p_w, H, s_wr, s_wc, h_first, o_k, m_k, G: tl.constexpr, BLOCK_H: tl.constexpr,
+                    CACHE: tl.constexpr):
+    """[o_k, GP * BLOCK_H] block of W^T with the G gates of the hidden slice h_first... side by side (column
+    g * BLOCK_H + u: W row g * H + h_first + u; GP = next_pow2(G), GRU's padding gate zeros), so that one dot
+    computes every gate of the slice (``_split_gates`` parts the result)."""
+    o_j = tl.arange(0, _pow2_gates(G) * BLOCK_H)
+    gate = o_j // BLOCK_H
+    unit = h_first + o_j % BLOCK_H
+    return tl.load(p_w + (gate * H + unit)[None, :] * s_wr + o_k[:, None] * s_wc,
+                   mask=m_k[:, None] & ((gate < G) & (unit < H))[None, :], other=0.0, cache_modifier=CACHE)
+
+
+@triton.jit
+def _held_fwd(p_w, H, K, s_wr, s_wc, h_first, G: tl.constexpr, KP: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The W_hh^T slice a resident forward holds for the whole sequence (loaded once): a tuple of K blocks of
+    ``_held_block(KP)`` rows, each a ``_fused_wt_block``."""
+    KB: tl.constexpr = _held_block(KP)
     out = ()
-    for g in tl.static_range(G):
-        out = out + (_wt_block(p_w, g, H, s_wr, s_wc, o_k, m_k, o_h, m_h, ""), )
+    for kb in tl.static_range(KP // KB):
+        o_k = kb * KB + tl.arange(0, KB)
+        out = out + (_fused_wt_block(p_w, H, s_wr, s_wc, h_first, o_k, o_k < K, G, BLOCK_H, ""), )
     return out
 
 
 @triton.jit
-def _held_bwd(p_w, H, s_wr, s_wc, o_r, m_r, o_h, m_h, G: tl.constexpr):
-    """The G-tuple of W[g]'s column blocks [o_r, o_h] (rows g*H + o_r, o_r < H) a resident backward holds."""
+def _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G: tl.constexpr, HP: tl.constexpr):
+    """The W_hh columns a resident backward holds: per gate, a tuple of ``_held_blocks(HP)`` row blocks [RB, BLOCK_H]
+    (rows g*H + o_r, o_r < H)."""
+    RB: tl.constexpr = _held_block(HP)
     out = ()
     for g in tl.static_range(G):
-        out = out + (_w_block(p_w + g * H * s_wr, s_wr, s_wc, o_r, m_r, o_h, m_h, ""), )
+        blocks = ()
+        for rb in tl.static_range(HP // RB):
+            o_r = rb * RB + tl.arange(0, RB)
+            blocks = blocks + (_w_block(p_w + g * H * s_wr, s_wr, s_wc, o_r, o_r < H, o_h, m_h, ""), )
+        out = out + (blocks, )
     return out
+
+
+@triton.constexpr_function
+def _held_block(width):
+    """The rows of one held block of a reduction ``width`` wide: all of it up to 256 (a power of two), else 256 (the
+    launcher makes ``width`` a multiple: ``autotune.spaces.held_width``). Blocks of at most 256 rows keep the held slice in
+    shared memory and out of registers (sm_90a builds of bench.resources)."""
+    return width if width <= 256 else 256
+
+
+@triton.constexpr_function
+def _pow2_gates(gates):
+    """G rounded up to a power of two (tensor shapes must be): GRU's 3 gates travel as 4."""
+    return 4 if gates == 3 else gates
+
+
+@triton.jit
+def _split_gates(acc, G: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The G-tuple of [BLOCK_B, BLOCK_H] gate tiles of a [BLOCK_B, GP * BLOCK_H] fused-gate result (gate g's
+    columns g * BLOCK_H ...; ``_held_fwd``'s layout)."""
+    if G == 1:
+        return (acc, )
+    elif G == 2:
+        lo, hi = tl.split(tl.permute(tl.reshape(acc, (BLOCK_B, 2, BLOCK_H)), (0, 2, 1)))
+        return lo, hi
+    else:
+        # [B, a, b, H] with gate 2a + b; split takes the last axis: b first, then a.
+        even, odd = tl.split(tl.permute(tl.reshape(acc, (BLOCK_B, 2, 2, BLOCK_H)), (0, 3, 1, 2)))
+        g0, g2 = tl.split(even)
+        g1, g3 = tl.split(odd)
+        if G == 3:
+            return g0, g1, g2
+        else:
+            return g0, g1, g2, g3
 
 
 @triton.jit
@@ -221,9 +278,13 @@ def _gates_matmul(p_a, s_a, p_a2, s_a2, split, o_b, m_b, p_w, s_wr, s_wc, o_h, m
     loaded once for all gates and the G blocks of W re-read (".ca": the same program reads them at every step)."""
     r = _zeros(G, BLOCK_B, BLOCK_H, ACC)
     if HELD:
-        o_k = tl.arange(0, KP)
-        r = _gates_block(r, p_a, s_a, p_a2, s_a2, split, o_b, m_b, o_k, o_k < K, w, p_w, s_wr, s_wc, o_h, m_h, H,
-                         ACC, G, TWO_SOURCES, True, UPCAST_DOT, DOT_PRECISION, CACHE)
+        KB: tl.constexpr = _held_block(KP)
+        acc = tl.zeros((BLOCK_B, _pow2_gates(G) * BLOCK_H), ACC)
+        for kb in tl.static_range(KP // KB):
+            o_k = kb * KB + tl.arange(0, KB)
+            a = _load_rows(p_a, s_a, p_a2, s_a2, split, o_b, m_b, o_k, o_k < K, TWO_SOURCES, CACHE)
+            acc = _dot_acc(a, w[kb], acc, ACC, UPCAST_DOT, DOT_PRECISION)
+        r = _split_gates(acc, G, BLOCK_B, BLOCK_H)
     else:
         for k0 in range(0, K, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
@@ -260,10 +321,12 @@ def _dh_matmul(dh, p_next, s_dn, o_b, m_next, p_w, s_wr, s_wc, o_h, m_h, H, w, A
     in some (Triton 3.6: fp32 RNN, fp64 LSTM), at the price of 16-20 registers in Triton 3.9's fp64 16-row step
     backward (GRU; LSTM there trades them for its 12 bytes of spills)."""
     if HELD:
-        o_r = tl.arange(0, HP)
+        RB: tl.constexpr = _held_block(HP)
         for g in tl.static_range(G):
-            dh = _dh_block(dh, p_next + g * H, s_dn, o_b, m_next, o_r, o_r < H, w[g], p_w, s_wr, s_wc, o_h, m_h, ACC,
-                           True, UPCAST_DOT, DOT_PRECISION, CACHE)
+            for rb in tl.static_range(HP // RB):
+                o_r = rb * RB + tl.arange(0, RB)
+                dh = _dh_block(dh, p_next + g * H, s_dn, o_b, m_next, o_r, o_r < H, w[g][rb], p_w, s_wr, s_wc, o_h,
+                               m_h, ACC, True, UPCAST_DOT, DOT_PRECISION, CACHE)
     else:
         for k0 in range(0, G * H, BLOCK_K):
             o_k = k0 + tl.arange(0, BLOCK_K)
@@ -276,13 +339,25 @@ def _dh_matmul(dh, p_next, s_dn, o_b, m_next, p_w, s_wr, s_wc, o_h, m_h, H, w, A
 
 
 @triton.jit
-def _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I,
+def _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, h_first, H, I,
                  ACC: tl.constexpr, G: tl.constexpr, HAS_BIAS: tl.constexpr, FUSE_INPUT: tl.constexpr,
-                 BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                 FUSED_GATES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
                  UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """The G-tuple of input pre-activations: loaded from xp_t ([., G*H]) or, with FUSE_INPUT, computed as
-    x_t @ W_ih[g]^T + b_ih[g] (x_t: [., I]; W_ih streamed in BLOCK_K blocks)."""
-    if FUSE_INPUT:
+    x_t @ W_ih[g]^T + b_ih[g] (x_t: [., I]; W_ih streamed in BLOCK_K blocks: with FUSED_GATES, the resident
+    kernel's, one dot per block over the G gates of the slice at h_first side by side, ``_fused_wt_block``; else a
+    dot per gate)."""
+    if FUSE_INPUT and FUSED_GATES:
+        acc = tl.zeros((BLOCK_B, _pow2_gates(G) * BLOCK_H), ACC)
+        for k0 in range(0, I, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            a = _load_rows(p_x, s_x, p_x, s_x, 0, o_b, m_b, o_k, o_k < I, False, "")
+            acc = _dot_acc(a, _fused_wt_block(p_wih, H, s_wir, s_wic, h_first, o_k, o_k < I, G, BLOCK_H, ".ca"), acc,
+                           ACC, UPCAST_DOT, DOT_PRECISION)
+        x = _split_gates(acc, G, BLOCK_B, BLOCK_H)
+        if HAS_BIAS:
+            x = _add_biases(x, None, p_bih, H, o_h, m_h, ACC, G, False)
+    elif FUSE_INPUT:
         x = _gates_matmul(p_x, s_x, p_x, s_x, 0, o_b, m_b, p_wih, s_wir, s_wic, o_h, m_h, H, I, None, ACC, G, False,
                           False, BLOCK_B, BLOCK_H, BLOCK_K, None, UPCAST_DOT, DOT_PRECISION, "")
         if HAS_BIAS:
@@ -357,7 +432,8 @@ def _fwd_tile(
     r = _fwd_recurrent(p_h_prev, s_hp, p_h0, s_h0, p_w, s_wr, s_wc, p_bhh, B_prev, H, K, o_b, o_h, m_prev, m_h, w,
                        b, ACC, G, HAS_BIAS, TWO_SOURCES, RESIDENT, BLOCK_B, BLOCK_H, BLOCK_K, KP, UPCAST_DOT,
                        DOT_PRECISION, CACHE)
-    x = _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, H, I, ACC, G, HAS_BIAS, FUSE_INPUT,
+    x = _input_gates(p_x, s_x, o_b, m_b, m, p_wih, s_wir, s_wic, p_bih, o_h, m_h, 0, H, I, ACC, G, HAS_BIAS,
+                     FUSE_INPUT, False,
                      BLOCK_B, BLOCK_H, BLOCK_K, UPCAST_DOT, DOT_PRECISION)
     return _fwd_epilogue(r, x, c_prev, p_h_prev, s_hp, p_h0, s_h0, p_c_prev, s_cp, p_c0, s_c0, p_h, s_h, p_c, p_save,
                          B_prev, H, o_b, o_h, m_prev, m_h, m, ACC, CELL, NS, HAS_C, READS_H, SAVE, TWO_SOURCES,

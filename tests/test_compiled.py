@@ -109,10 +109,10 @@ def test_relu_compiles_to_nan_propagating_code(tmp_path):
         import nan_toy
         out = {}
         for dtype in ("bf16", "fp64"):
-            for kind, H in (("step_fwd", 64), ("tiled_fwd", 64), ("resident_fwd", 64), ("streamed_fwd", 1024),
-                            ("step_bwd", 64), ("resident_bwd", 64)):
+            for kind, H, B in (("step_fwd", 64, 16), ("tiled_fwd", 64, 16), ("resident_fwd", 64, 16),
+                               ("streamed_fwd", 1536, 64), ("step_bwd", 64, 16), ("resident_bwd", 64, 16)):
                 flags = dict(SAVE=True, FUSE_INPUT=kind == "step_fwd") if kind.endswith("fwd") else {}
-                ptx, _ = r.ptx_of(r.find(kind, "rnn_relu", dtype, H, 16, **flags))
+                ptx, _ = r.ptx_of(r.find(kind, "rnn_relu", dtype, H, B, **flags))
                 out[f"{kind} {dtype}"] = r.nan_dropping_minmax(ptx)
         src = triton.compiler.ASTSource(fn=nan_toy.relu_by_maximum, signature={"p": "*fp32", "n": "i32"})
         toy = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(enable_fp_fusion=True))
@@ -218,8 +218,8 @@ _RELAXED_FENCED_POLL = ('tl.inline_asm_elementwise("fence.acq_rel.gpu;\\n\\tmov.
 
 
 def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
-    """The cooperative kernels as dispatch builds them (_coop_fwd/_coop_bwd: resident at H=64, streamed, RESIDENT=False,
-    at H=1024; LSTM and GRU, bf16, B=16; training and, forward, inference), read from their PTX
+    """The cooperative kernels as dispatch builds them (_coop_fwd/_coop_bwd: resident at H=64 B=16, streamed,
+    RESIDENT=False, at H=1024 B=64; LSTM and GRU, bf16; training and, forward, inference), read from their PTX
     (``bench.resources.barrier_violations``, which follows the registers computed from p_bar and from p_y / p_dhp):
     the arrival is a release add at GPU scope; every poll is an acquire read at GPU scope; the time loop (the loop
     holding the arrival) spins on a poll; and every read of what other programs wrote (h_{t-1} through y, the
@@ -243,13 +243,14 @@ def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
         from triton.backends.compiler import GPUTarget
         from bench import resources as r
         out, w_reads = {}, {}
-        for kind, H in (("resident_fwd", 64), ("resident_bwd", 64), ("streamed_fwd", 1024), ("streamed_bwd", 1024)):
+        for kind, H, B in (("resident_fwd", 64, 16), ("resident_bwd", 64, 16), ("streamed_fwd", 1024, 64),
+                           ("streamed_bwd", 1024, 64)):
             flag_sets = [{}]
             if kind.endswith("fwd"):  # training, and inference (the input projection fused)
                 flag_sets = [dict(SAVE=True, FUSE_INPUT=False), dict(SAVE=False, FUSE_INPUT=True)]
             for cell in ("lstm", "gru"):
                 for flags in flag_sets:
-                    ptx, params = r.ptx_of(r.find(kind, cell, "bf16", H, 16, **flags))
+                    ptx, params = r.ptx_of(r.find(kind, cell, "bf16", H, B, **flags))
                     out[f"{kind} {cell} fuse={flags.get('FUSE_INPUT', 0)}"] = r.barrier_violations(
                         ptx, params, r.SHARED[kind[-3:]])
                     assert ".gpu.acquire" in ptx
@@ -297,24 +298,27 @@ def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
 @pytest.mark.slow
 def test_reset_variants_compile_without_spills(tmp_path):
     """Every kernel with a reset mask (RESET=True: the step, batch-tiled, resident and streamed cooperative kernels,
-    forward and backward, LSTM bf16 B=16, as the launcher records them with ``reset=``) compiles for sm_90a, keeps its
-    tensor-core matmuls, and the cooperative ones pass the grid-barrier check of the PTX, with no spill; so does GRU's
-    resident backward at H=64 and 128. (Those resident backwards spilled, 8-48 B, while their dots' loads were masked
+    forward and backward, LSTM bf16 B=16 (the streamed ones B=64: where dispatch runs them; the resident ones at H=64
+    and 768, with 8-unit slices and K in 3 blocks), as the launcher records them with ``reset=``) compiles for sm_90a,
+    keeps its tensor-core matmuls, and the cooperative ones pass the grid-barrier check of the PTX, with no spill; so
+    does GRU's resident backward at H=64 and 128. (Those resident backwards spilled, 8-48 B, while their dots' loads were masked
     by the reset flags; the flagged rows are now zeroed after the dots: kernels/persistent.py, _bwd_step.)"""
     rows = _compile_in_subprocess("""
         import json, sys
         from bench import resources as r
         out = []
-        for cell, kind, H in (("lstm", "step_fwd", 256), ("lstm", "step_bwd", 256), ("lstm", "tiled_fwd", 256),
-                              ("lstm", "tiled_bwd", 256), ("lstm", "resident_fwd", 64), ("lstm", "resident_bwd", 64),
-                              ("lstm", "streamed_fwd", 1024), ("lstm", "streamed_bwd", 1024),
-                              ("gru", "resident_bwd", 64), ("gru", "resident_bwd", 128)):
+        for cell, kind, H, B in (("lstm", "step_fwd", 256, 16), ("lstm", "step_bwd", 256, 16),
+                                 ("lstm", "tiled_fwd", 256, 16), ("lstm", "tiled_bwd", 256, 16),
+                                 ("lstm", "resident_fwd", 64, 16), ("lstm", "resident_bwd", 64, 16),
+                                 ("lstm", "resident_fwd", 768, 16), ("lstm", "resident_bwd", 768, 16),
+                                 ("lstm", "streamed_fwd", 1024, 64), ("lstm", "streamed_bwd", 1024, 64),
+                                 ("gru", "resident_bwd", 64, 16), ("gru", "resident_bwd", 128, 16)):
             flags = dict(HAS_NEXT=True) if kind == "step_bwd" else {}
-            spec = r.find(kind, cell, "bf16", H, 16, reset=True, RESET=True, **flags)
-            out.append(r._spec_row((spec, [(cell, "bf16", H, 16, "reset")], True)))
+            spec = r.find(kind, cell, "bf16", H, B, reset=True, RESET=True, **flags)
+            out.append(r._spec_row((spec, [(cell, "bf16", H, B, "reset")], True)))
         json.dump(out, open(sys.argv[1], "w"))
     """, tmp_path)
-    assert len(rows) == 10
+    assert len(rows) == 12
     for row in rows:
         assert row["ok"], row.get("error")
         assert row["reset"] and row["spills"] == 0, (row["cell"], row["kind"], row["H"], row["spills"])

@@ -125,11 +125,16 @@ def _cooperative_case(monkeypatch, variant, cell, *, H, B, block_h, sms=None, T=
     ("lstm", 6, 3, (2, 2)),      # uneven: the last slice has 2 of 4 units, the last batch tile 1 of 2 rows
     ("gru", 6, 3, (2, 2)),
     ("rnn_relu", 12, 4, (3, 2)),  # even: 3 full slices, 2 full tiles
+    ("rnn_tanh", 80, 3, (3, 2)),  # K=80 held as one 128-row block, 32-unit slices, the last of 16
+    ("lstm", 200, 3, (4, 2)),     # K=200 held as one 256-row block (masked tail), 64-unit slices, the last of 8
+    ("gru", 300, 3, (3, 2)),      # K=300 held as two 256-row blocks (not padded to 512 rows of one), the last
+                                  # slice 44 of 128 units; the forward's fused-gate dot pads GRU's 3 gates to 4
 ])
 def test_resident_many_programs_dense(cell, H, B, grid, monkeypatch):
     """Resident cooperative kernel: every program keeps its W_hh slice, c and carries for the whole sequence; the
     slices of a batch tile exchange h (forward) and dHp (backward) through memory at every step's barrier."""
-    _cooperative_case(monkeypatch, "resident", cell, H=H, B=B, block_h=4, want_grid=grid)
+    _cooperative_case(monkeypatch, "resident", cell, H=H, B=B, block_h={80: 32, 200: 64, 300: 128}.get(H, 4),
+                      want_grid=grid)
 
 
 @pytest.mark.parametrize("cell,lengths", [("lstm", [3, 5, 1, 4]), ("rnn_tanh", [5, 4, 4, 2])])

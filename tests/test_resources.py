@@ -25,21 +25,22 @@ def test_resource_launches_are_dispatchs():
     """bench.resources compiles the launches the launcher makes (recorded, with the heuristic configurations: no
     shipped table): a cooperative launch carries dispatch's plan, and --dispatch's kernels are dispatch's picks.
     (This process interprets the kernels, so the records are read here, not their compile specs.)"""
-    for H, kind in ((64, "resident_fwd"), (128, "resident_bwd"), (768, "streamed_fwd"), (1024, "streamed_bwd")):
-        plan, _ = dispatch.coop_plan("gru", torch.bfloat16, torch.device("cuda"), H, 16, H100)
-        record, = (one for one in resources.record_launches("gru", "bf16", H, 16, 32, True, "cooperative")
+    for H, B, kind in ((64, 16, "resident_fwd"), (768, 16, "resident_bwd"), (1024, 64, "streamed_fwd"),
+                       (1536, 64, "streamed_bwd")):
+        plan, _ = dispatch.coop_plan("gru", torch.bfloat16, torch.device("cuda"), H, B, H100)
+        record, = (one for one in resources.record_launches("gru", "bf16", H, B, 32, True, "cooperative")
                    if one.name == kind)
         a = record.arguments
         assert plan is not None and (a["BLOCK_B"], a["BLOCK_H"], a["BLOCK_K"], a["num_warps"]) == (
             plan.BLOCK_B, plan.BLOCK_H, plan.BLOCK_K, plan.num_warps)
         assert a["RESIDENT"] == kind.startswith("resident")
-    # The resident slice of GRU H=768 would not fit: streamed.
-    assert {one.name for one in resources.record_launches("gru", "bf16", 768, 16, 32, True)} == {
+    # GRU H=1024 B=64 would need 128 slices x 4 batch tiles: streamed.
+    assert {one.name for one in resources.record_launches("gru", "bf16", 1024, 64, 32, True)} == {
         "streamed_fwd", "streamed_bwd"}
     kinds = {one.name for cell in ("lstm", "rnn_tanh") for H in resources.HIDDEN for B in resources.BATCH
              for _, T, train, kernel in resources.DISPATCH_SCENARIOS
              for one in resources.record_launches(cell, "bf16", H, B, T, train, kernel)}
-    # T=16: stepwise; T=100 and 1024: cooperative (rnn_tanh H=256 resident, the rest streamed). The batch-tiled
+    # T=16: stepwise; T=100 and 1024: cooperative (resident, but LSTM's B=64 H=1024 streamed). The batch-tiled
     # kernel runs on an H100 only for batches too large for a cooperative grid, which these shapes are not.
     assert {"step_fwd", "step_bwd", "resident_fwd", "resident_bwd", "streamed_fwd", "streamed_bwd"} == kinds
 
@@ -106,3 +107,29 @@ def test_step_traffic_from_the_plan():
     assert r["programs"] == 4 and r["w_onchip"] == 4 * 16 * 64 * 2 and r["l2_read"] == 16 * 64 * 2 + 4 * 16 * 16 * 2
     b = resources.traffic(dict(row("resident_bwd", 64, 16), save=None), 64, 16)
     assert b["l2_read"] == 16 * 4 * 64 * 2 + 16 * 16 * 2 + 4 * 16 * 16 * 4 + 2 * 16 * 16 * 4  # dHp, dy, saved, c
+
+
+@pytest.mark.slow
+def test_resident_kernel_holds_w_hh_for_the_target_shapes(tmp_path):
+    """LSTM bf16 at H in {256, 512, 768, 1024, 1536} and B in {1, 8, 16, 64}, T=100 and 1024, training and
+    inference: dispatch runs the resident cooperative kernel for every B <= 16 (and B=64 up to H=512), and its
+    sm_90a builds spill nothing, stay within an H100's shared memory, read W_hh inside no loop of their PTX and
+    multiply on tensor cores inside the time loop (mma.sync / wgmma in its PTX); at B=16, H=768 its grid has 96 programs (8 hidden units each), so a step runs on 96
+    of the 132 SMs. Compiled in a subprocess (this process interprets the kernels)."""
+    out = tmp_path / "rows.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "bench.resources", "--dispatch", "--cells", "lstm", "--dtypes", "bf16",
+                           "--hidden", "256", "512", "768", "1024", "1536", "--batch", "1", "8", "16", "64",
+                           "--kinds", "resident_fwd", "resident_bwd", "streamed_fwd", "streamed_bwd", "--jobs", "2",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert not [r for r in rows if not r["ok"] or r["spills"]], [(r["kind"], r["H"], r["B"]) for r in rows
+                                                                 if not r["ok"] or r["spills"]]
+    resident = [r for r in rows if r["kind"].startswith("resident")]
+    assert {(r["H"], r["B"]) for r in resident} == {(H, B) for H in (256, 512, 768, 1024, 1536) for B in (1, 8, 16)
+                                                    } | {(256, 64), (512, 64)}
+    assert not [r for r in resident if r["w_loop_reads"] or r["smem"] > H100.smem_per_block
+                or r["tensor_cores"] == "none" or not r["loop_mma"]]
+    assert {r["step_programs"] for r in resident if (r["H"], r["B"]) == (768, 16)} == {96}
+    assert proc.returncode == 0, proc.stdout[-2000:]
