@@ -203,8 +203,7 @@ def held_width(width: int) -> int:
 def resident_slice_bytes(gates: int, itemsize: int, hidden: int, block_h: int) -> int:
     """Bytes of W_hh one resident program holds: the forward's slice (gates padded to a power of two, K held as
     ``held_width``), which is at least the backward's (G x held_width(H) rows of BLOCK_H columns)."""
-    padded = 4 if gates == 3 else gates
-    return padded * block_h * held_width(hidden) * itemsize
+    return triton.next_power_of_2(gates) * block_h * held_width(hidden) * itemsize
 
 
 def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "GpuLimits | None"):
@@ -213,12 +212,12 @@ def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "Gpu
     GPU (``limits``): variant "resident" (``_coop_*_kernel`` with RESIDENT: each program holds its W_hh slice on chip
     for the whole sequence) with batch tiles of ``RESIDENT_BLOCK_B`` rows and the narrowest hidden slice of
     ``RESIDENT_SLICES`` whose grid (hidden slices x batch tiles) has no more programs than the GPU has SMs and whose
-    W_hh slice fits ``RESIDENT_W_BYTES`` (8 warps). Else variant "streamed": the batch-tiled
-    kernels' code on a cooperative grid (``coop_grid``) with the grid barrier, batch tiles of 16..64 rows; each
-    program walks its 16-unit hidden chunks, re-reading their W_hh rows every step in BLOCK_K blocks (from the SM's
-    L1, or L2): the layers whose slices do not fit (B=64 at H >= 1024 in bf16). Its tiles compile without spills
-    for every H (sm_90a, bf16/fp16, B tile 16 on 4 warps, 32 and 64 on 8; with ``KernelConfig.launch_options``'
-    register cap, under Triton 3.9 and 3.6).
+    W_hh slice fits ``RESIDENT_W_BYTES`` (``RESIDENT_W_BYTES_WIDE`` for 32- and 64-bit W_hh; 8 warps). Else variant
+    "streamed": the batch-tiled kernels' code on a cooperative grid (``coop_grid``) with the grid barrier, batch
+    tiles of 16..64 rows; each program walks its 16-unit hidden chunks, re-reading their W_hh rows every step in
+    BLOCK_K blocks (from the SM's L1, or L2): the layers whose grid or slice does not fit (bf16 on an H100: B=64 from
+    H=768). Its tiles compile without spills for every H (sm_90a, bf16/fp16, B tile 16 on 4 warps, 32 and 64 on 8;
+    with ``KernelConfig.launch_options``' register cap, under Triton 3.9 and 3.6).
     Refused when there are so many batch tiles that 2 hidden slices each would exceed the SMs (the batch-tiled
     kernel fills the GPU there). One program per SM makes the grid resident at once.
     Interpreter (``limits`` None): one resident program holds everything (programs run one after another there;

@@ -31,6 +31,7 @@ import sys
 import triton
 import triton.language as tl
 
+from fusedrnn.autotune.spaces import held_width
 from fusedrnn.kernels.persistent import _grid_barrier
 
 PARTS = ("barrier", "broadcast", "held_matmul")
@@ -92,9 +93,11 @@ def _held_matmul_kernel(p_w, p_a, p_out, T, K, N, BLOCK_B: tl.constexpr, KB: tl.
 
 
 def held_blocks(K: int) -> tuple[int, int]:
-    """(KB, NKB): K held as NKB blocks of KB rows (KB a power of two <= 256, at least 16)."""
-    kb = min(256, triton.next_power_of_2(max(K, 16)))
-    return kb, triton.cdiv(K, kb)
+    """(KB, NKB): K held as NKB blocks of KB rows, as the resident kernel holds it (``autotune.spaces.held_width``
+    and kernels/tile.py's ``_held_block``: blocks of at most 256 rows)."""
+    width = held_width(K)
+    kb = min(width, 256)
+    return kb, width // kb
 
 
 def run_part(part: str, programs: int, T: int, B: int, H: int, gates: int, block_h: int, dtype, device,
@@ -171,7 +174,7 @@ def main(argv=None) -> int:
                 rows.append(dict(part=part, programs=n, us_per_step=round(us, 3), B=a.batch, H=a.hidden,
                                  dtype=a.dtype, T=a.steps, gates=a.gates, block_h=a.block_h))
                 print(f"{part:12} {n:>8} {us:>8.3f}")
-            except Exception as e:  # noqa: BLE001 - one part failing (e.g. a refused cooperative grid) must not hide the rest
+            except Exception as e:  # noqa: BLE001 - a failing part (a refused cooperative grid) must not hide the rest
                 rows.append(dict(part=part, programs=n, error=f"{type(e).__name__}: {e}"[:300]))
                 print(f"{part:12} {n:>8}   FAILED {type(e).__name__}: {str(e)[:200]}")
     if a.json:

@@ -169,8 +169,8 @@ def _held_fwd(p_w, H, K, s_wr, s_wc, h_first, G: tl.constexpr, KP: tl.constexpr,
 
 @triton.jit
 def _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G: tl.constexpr, HP: tl.constexpr):
-    """The W_hh columns a resident backward holds: per gate, a tuple of ``_held_blocks(HP)`` row blocks [RB, BLOCK_H]
-    (rows g*H + o_r, o_r < H)."""
+    """The W_hh columns a resident backward holds: per gate, a tuple of row blocks [RB, BLOCK_H] of
+    ``_held_block(HP)`` rows (rows g*H + o_r, o_r < H)."""
     RB: tl.constexpr = _held_block(HP)
     out = ()
     for g in tl.static_range(G):
@@ -185,15 +185,15 @@ def _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G: tl.constexpr, HP: tl.constexpr):
 @triton.constexpr_function
 def _held_block(width):
     """The rows of one held block of a reduction ``width`` wide: all of it up to 256 (a power of two), else 256 (the
-    launcher makes ``width`` a multiple: ``autotune.spaces.held_width``). Blocks of at most 256 rows keep the held slice in
-    shared memory and out of registers (sm_90a builds of bench.resources)."""
+    launcher makes ``width`` a multiple: ``autotune.spaces.held_width``). Blocks of at most 256 rows keep the held
+    slice in shared memory and out of registers (sm_90a builds of bench.resources)."""
     return width if width <= 256 else 256
 
 
 @triton.constexpr_function
 def _pow2_gates(gates):
     """G rounded up to a power of two (tensor shapes must be): GRU's 3 gates travel as 4."""
-    return 4 if gates == 3 else gates
+    return triton.next_power_of_2(gates)
 
 
 @triton.jit

@@ -301,8 +301,8 @@ def test_reset_variants_compile_without_spills(tmp_path):
     forward and backward, LSTM bf16 B=16 (the streamed ones B=64: where dispatch runs them; the resident ones at H=64
     and 768, with 8-unit slices and K in 3 blocks), as the launcher records them with ``reset=``) compiles for sm_90a,
     keeps its tensor-core matmuls, and the cooperative ones pass the grid-barrier check of the PTX, with no spill; so
-    does GRU's resident backward at H=64 and 128. (Those resident backwards spilled, 8-48 B, while their dots' loads were masked
-    by the reset flags; the flagged rows are now zeroed after the dots: kernels/persistent.py, _bwd_step.)"""
+    does GRU's resident backward at H=64 and 128. (Those resident backwards spilled, 8-48 B, while their dots' loads
+    were masked by the reset flags; the flagged rows are now zeroed after the dots: kernels/persistent.py, _bwd_step.)"""
     rows = _compile_in_subprocess("""
         import json, sys
         from bench import resources as r
@@ -349,7 +349,8 @@ def test_micro_kernels_compile_as_the_parts_they_time(tmp_path):
         out = {}
         kb, nkb = micro.held_blocks(768)
         asm, params = build(micro._held_matmul_kernel, dict(p_w="*bf16", p_a="*bf16", p_out="*fp32", T="i32",
-                            K="i32", N="i32", BLOCK_B="constexpr", KB="constexpr", NKB="constexpr", BLOCK_N="constexpr"),
+                            K="i32", N="i32", BLOCK_B="constexpr", KB="constexpr", NKB="constexpr",
+                            BLOCK_N="constexpr"),
                             dict(BLOCK_B=16, KB=kb, NKB=nkb, BLOCK_N=32), num_warps=4, num_stages=1)
         out["held_w_loop_reads"] = len(ptx.loop_reads(asm["ptx"], params, ("p_w", ))["global_reads"])
         out["held_mma"] = ptx.analyze(asm["ptx"], asm["cubin"])["mma"]

@@ -114,8 +114,8 @@ def test_resident_kernel_holds_w_hh_for_the_target_shapes(tmp_path):
     """LSTM bf16 at H in {256, 512, 768, 1024, 1536} and B in {1, 8, 16, 64}, T=100 and 1024, training and
     inference: dispatch runs the resident cooperative kernel for every B <= 16 (and B=64 up to H=512), and its
     sm_90a builds spill nothing, stay within an H100's shared memory, read W_hh inside no loop of their PTX and
-    multiply on tensor cores inside the time loop (mma.sync / wgmma in its PTX); at B=16, H=768 its grid has 96 programs (8 hidden units each), so a step runs on 96
-    of the 132 SMs. Compiled in a subprocess (this process interprets the kernels)."""
+    multiply on tensor cores inside the time loop (mma.sync / wgmma in its PTX); at B=16, H=768 its grid has 96
+    programs (8 hidden units each), so a step runs on 96 of the 132 SMs. Compiled in a subprocess (this process interprets the kernels)."""
     out = tmp_path / "rows.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "bench.resources", "--dispatch", "--cells", "lstm", "--dtypes", "bf16",
