@@ -59,6 +59,7 @@ from typing import Callable, Iterable
 import triton
 
 from fusedrnn.cells import CELLS
+from fusedrnn.kernels.tile import held_rows
 
 from .keys import batch_bucket
 
@@ -171,12 +172,12 @@ def default_kernel_config(device_type: str, hidden: int, width: int, batch: int,
 # ---- the cooperative kernel's tiles ---------------------------------------------------------------------------
 
 #: The resident cooperative kernel: each program holds its slice of W_hh on chip for the whole sequence (``_held_fwd`` /
-#: ``_held_bwd`` in kernels/tile.py: K in blocks of at most 256 rows, the forward's gates side by side in one dot),
+#: ``_held_bwd`` in kernels/tile.py: K in blocks of ``held_rows`` rows, the forward's gates side by side in one dot),
 #: where the compiler keeps it in shared memory. ``RESIDENT_SLICES``: its hidden slices, narrowest first (narrow
 #: slices spread a step over more SMs: 96 programs of 8 units at H=768); ``RESIDENT_W_BYTES``: the most W_hh a program
 #: holds (the forward's slice, gates padded to a power of two: 4 x 16 x 1536 x 2 B at H=1536 bf16), within the
-#: 227 KB of shared memory a block gets on an H100, with room for the rest. Batch tiles of 16 rows (more rows in
-#: more tiles). From the sm_90a builds of ``python -m bench.resources --dispatch`` (Triton 3.6 and 3.9, bf16 and fp16,
+#: 227 KB of shared memory a block gets on an H100, with room for the rest (``RESIDENT_BLOCK_B``: its batch tiles).
+#: From the sm_90a builds of ``python -m bench.resources --dispatch`` (Triton 3.6 and 3.9, bf16 and fp16,
 #: H 256..1536, B 1..64): spill-free with 8 warps (wider slices spilled: 32 units, 8-208 B on 4 or 8 warps).
 RESIDENT_SLICES = (8, 16)
 #: The 8-unit slices serve only layers wider than this: at H <= 512 their backward spilled (sm_90a, Triton 3.6: GRU
@@ -186,37 +187,52 @@ RESIDENT_W_BYTES = 200 * 1024
 #: The same for 32- and 64-bit W_hh: wider slices spilled there (fp32, fp64 and TF32 at H >= 256, 8 B to 22 KB;
 #: their dots keep more of the operands in registers).
 RESIDENT_W_BYTES_WIDE = 16 * 1024
-RESIDENT_BLOCK_B = 16
+#: Its batch tiles, fewest rows first: 16, or 32 where 16-row tiles would need more programs than SMs (B=64 at
+#: H=768 and 1024: 48 or 64 slices x 2 tiles; they hold K in 128-row blocks, ``held_rows``). 64-row tiles spilled
+#: (sm_90a, Triton 3.6, B=64 at H=1536, 16-unit slices, their dots on wgmma: LSTM and GRU 2-11 KB with 128-row
+#: blocks, 1-10 KB with 64-row ones, at 255 registers): B=64 at H=1536 is streamed.
+RESIDENT_BLOCK_B = (16, 32)
 #: The K blocks in which an inference forward streams its W_ih slice (the input projection fused, one dot per block
 #: over the slice's gates side by side, as for W_hh): 32 builds without spills (16 spilled RNN's H=1024 forward,
 #: 16 B, under ptxas's 128-register heuristic; 64 LSTM's at H=768 with one dot per gate).
 RESIDENT_INPUT_BLOCK_K = 32
+#: The tallest resident batch tile whose inference forward fuses the input projection (``dispatch.plan_layer``);
+#: taller tiles (B=64 at H=768 and 1024) read the input gates that one GEMM computes for all T, as cuDNN does.
+#: Their fused builds spilled at ptxas's 128-register cap whatever the held blocks (sm_90a: LSTM at H=768, 16 B,
+#: Triton 3.9, with 64-row blocks; RNN at H=1024, 24-32 B, Triton 3.6, with 128-row ones).
+RESIDENT_FUSED_INPUT_ROWS = 16
 
 
-def held_width(width: int) -> int:
-    """The width a resident program holds of a reduction ``width`` wide (K forward, H per gate backward): the next
-    power of two >= 16 up to 256 (tl.dot's minimum K is 16), else the next multiple of 256 (blocks of 256 rows,
-    ``kernels/tile.py``'s ``_held_block``: 768 is three, not padded to 1024)."""
-    return triton.next_power_of_2(max(width, 16)) if width <= 256 else triton.cdiv(width, 256) * 256
+def held_width(width: int, block_b: int) -> int:
+    """The width a resident program of ``block_b``-row batch tiles holds of a reduction ``width`` wide (K forward, H
+    per gate backward): the next power of two >= 16 up to ``rows = held_rows(block_b)`` (tl.dot's minimum K is 16),
+    else the next multiple of ``rows`` (blocks of that many rows, ``kernels/tile.py``'s ``_held_block``: 768 is three
+    blocks of 256 at 16-row tiles and six of 128 at 32-row ones, not padded to 1024)."""
+    rows = held_rows(block_b)
+    if width <= rows:
+        return triton.next_power_of_2(max(width, 16))
+    return triton.cdiv(width, rows) * rows
 
 
-def resident_slice_bytes(gates: int, itemsize: int, hidden: int, block_h: int) -> int:
-    """Bytes of W_hh one resident program holds: the forward's slice (gates padded to a power of two, K held as
-    ``held_width``), which is at least the backward's (G x held_width(H) rows of BLOCK_H columns)."""
-    return triton.next_power_of_2(gates) * block_h * held_width(hidden) * itemsize
+def resident_slice_bytes(gates: int, itemsize: int, hidden: int, block_h: int, block_b: int) -> int:
+    """Bytes of W_hh one resident program of ``block_b``-row tiles holds: the forward's slice (gates padded to a
+    power of two, K held as ``held_width``), which is at least the backward's (G x held_width rows of BLOCK_H
+    columns)."""
+    return triton.next_power_of_2(gates) * block_h * held_width(hidden, block_b) * itemsize
 
 
 def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "GpuLimits | None"):
     """(KernelConfig, None), or (None, why not): how the cooperative kernel runs a layer of ``hidden`` units.
 
     GPU (``limits``): variant "resident" (``_coop_*_kernel`` with RESIDENT: each program holds its W_hh slice on chip
-    for the whole sequence) with batch tiles of ``RESIDENT_BLOCK_B`` rows and the narrowest hidden slice of
-    ``RESIDENT_SLICES`` whose grid (hidden slices x batch tiles) has no more programs than the GPU has SMs and whose
-    W_hh slice fits ``RESIDENT_W_BYTES`` (``RESIDENT_W_BYTES_WIDE`` for 32- and 64-bit W_hh; 8 warps). Else variant
+    for the whole sequence) with the first batch tile of ``RESIDENT_BLOCK_B`` (fewest rows first; more than 16 only
+    for batches of more than 16 rows) and, for it, the narrowest hidden slice of ``RESIDENT_SLICES``, whose grid
+    (hidden slices x batch tiles) has no more programs than the GPU has SMs and whose W_hh slice fits
+    ``RESIDENT_W_BYTES`` (``RESIDENT_W_BYTES_WIDE`` for 32- and 64-bit W_hh; 8 warps). Else variant
     "streamed": the batch-tiled kernels' code on a cooperative grid (``coop_grid``) with the grid barrier, batch
     tiles of 16..64 rows; each program walks its 16-unit hidden chunks, re-reading their W_hh rows every step in
-    BLOCK_K blocks (from the SM's L1, or L2): the layers whose grid or slice does not fit (bf16 on an H100: B=64 from
-    H=768). Its tiles compile without spills for every H (sm_90a, bf16/fp16, B tile 16 on 4 warps, 32 and 64 on 8;
+    BLOCK_K blocks (from the SM's L1, or L2): the layers whose grid or slice does not fit (bf16 on an H100: B=64 at
+    H=1536). Its tiles compile without spills for every H (sm_90a, bf16/fp16, B tile 16 on 4 warps, 32 and 64 on 8;
     with ``KernelConfig.launch_options``' register cap, under Triton 3.9 and 3.6).
     Refused when there are so many batch tiles that 2 hidden slices each would exceed the SMs (the batch-tiled
     kernel fills the GPU there). One program per SM makes the grid resident at once.
@@ -231,15 +247,18 @@ def coop_config(gates: int, itemsize: int, hidden: int, batch: int, limits: "Gpu
     if 2 * n_b > limits.sms:
         return None, (f"{n_b} batch tiles leave no room for 2 hidden slices each on the GPU's {limits.sms} SMs "
                       f"(the batch-tiled kernel already fills it)")
-    tiles = triton.cdiv(batch, RESIDENT_BLOCK_B)
-    for block_h in RESIDENT_SLICES:
-        if block_h == RESIDENT_SLICES[0] and hidden <= RESIDENT_NARROW_ABOVE:
-            continue
-        if (triton.cdiv(hidden, block_h) * tiles <= limits.sms
-                and resident_slice_bytes(gates, itemsize, hidden, block_h) <= (
-                    RESIDENT_W_BYTES if itemsize <= 2 else RESIDENT_W_BYTES_WIDE)):
-            return KernelConfig(BLOCK_B=RESIDENT_BLOCK_B, BLOCK_H=block_h, BLOCK_K=RESIDENT_INPUT_BLOCK_K,
-                              num_warps=8, num_stages=1, variant="resident"), None
+    w_bytes = RESIDENT_W_BYTES if itemsize <= 2 else RESIDENT_W_BYTES_WIDE
+    for rows in RESIDENT_BLOCK_B:
+        if rows > RESIDENT_BLOCK_B[0] and rows > _cap(batch):
+            break
+        tiles = triton.cdiv(batch, rows)
+        for block_h in RESIDENT_SLICES:
+            if block_h == RESIDENT_SLICES[0] and hidden <= RESIDENT_NARROW_ABOVE:
+                continue
+            if (triton.cdiv(hidden, block_h) * tiles <= limits.sms
+                    and resident_slice_bytes(gates, itemsize, hidden, block_h, rows) <= w_bytes):
+                return KernelConfig(BLOCK_B=rows, BLOCK_H=block_h, BLOCK_K=RESIDENT_INPUT_BLOCK_K, num_warps=8,
+                                    num_stages=1, variant="resident"), None
     return KernelConfig(BLOCK_B=block_b, BLOCK_H=16, BLOCK_K=max(16, min(128 // itemsize, _cap(hidden))),
                       num_warps=4 if block_b == 16 else 8, num_stages=2 if itemsize == 8 else 3,
                       variant="streamed"), None

@@ -33,6 +33,7 @@ import triton.language as tl
 
 from fusedrnn.autotune.spaces import held_width
 from fusedrnn.kernels.persistent import _grid_barrier
+from fusedrnn.kernels.tile import held_rows
 
 PARTS = ("barrier", "broadcast", "held_matmul")
 
@@ -92,11 +93,11 @@ def _held_matmul_kernel(p_w, p_a, p_out, T, K, N, BLOCK_B: tl.constexpr, KB: tl.
     tl.store(p_out + o_r[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :], acc)
 
 
-def held_blocks(K: int) -> tuple[int, int]:
-    """(KB, NKB): K held as NKB blocks of KB rows, as the resident kernel holds it (``autotune.spaces.held_width``
-    and kernels/tile.py's ``_held_block``: blocks of at most 256 rows)."""
-    width = held_width(K)
-    kb = min(width, 256)
+def held_blocks(K: int, block_b: int) -> tuple[int, int]:
+    """(KB, NKB): K held as NKB blocks of KB rows, as the resident kernel of ``block_b``-row tiles holds it
+    (``autotune.spaces.held_width`` and kernels/tile.py's ``_held_block``: blocks of ``held_rows`` rows)."""
+    width = held_width(K, block_b)
+    kb = min(width, held_rows(block_b))
     return kb, width // kb
 
 
@@ -120,8 +121,8 @@ def run_part(part: str, programs: int, T: int, B: int, H: int, gates: int, block
         return h
     if part == "held_matmul":
         K, N = H, gates * block_h * programs
-        kb, nkb = held_blocks(K)
         block_b = max(16, triton.next_power_of_2(B))
+        kb, nkb = held_blocks(K, block_b)
         w = (torch.randn(K, N, device=device) / K ** 0.5).to(dtype)
         a = torch.randn(block_b, K, device=device).to(dtype)
         out = torch.empty(programs * block_b, gates * block_h, dtype=torch.float32, device=device)

@@ -37,7 +37,8 @@ import triton
 
 from fusedrnn import settings
 from fusedrnn.autotune import kernel_config
-from fusedrnn.autotune.spaces import (KernelConfig, coop_config, coop_grid, default_kernel_config, device_limits,
+from fusedrnn.autotune.spaces import (RESIDENT_FUSED_INPUT_ROWS, KernelConfig, coop_config, coop_grid,
+                                      default_kernel_config, device_limits,
                                       held_width)  # noqa: F401 - held_width: the resident launches' KP / HP
 from fusedrnn.cells import CELLS
 
@@ -181,7 +182,8 @@ class LayerPlan:
     """How one layer and direction runs: the kernel, its cooperative plan (or None) and whether the input projection
     is fused into the kernel (single steps, and persistent kernels without saved activations: inference then
     allocates nothing of size T beyond its input and output; the resident cooperative kernel then streams its W_ih
-    slice at every step, in 32-row blocks, beside the W_hh it holds)."""
+    slice at every step, in 32-row blocks, beside the W_hh it holds; not in its batch tiles taller than
+    ``RESIDENT_FUSED_INPUT_ROWS``, B=64 at H=768 and 1024 on an H100, which read the gates of one GEMM over all T)."""
 
     kernel: str
     coop: KernelConfig | None
@@ -191,7 +193,8 @@ class LayerPlan:
 def plan_layer(cell: str, dtype, device, T: int, B: int, H: int, proj: bool, save: bool) -> LayerPlan:
     """The plan of a layer's forward (``save``: with saved activations) or, with ``save=True``, its backward."""
     kernel, coop = choose(cell, dtype, device, T, B, H, proj) if B > 0 and H > 0 else ("step", None)
-    return LayerPlan(kernel, coop, fuse_input=T == 1 or (kernel != "step" and not save))
+    tall = coop is not None and coop.variant == "resident" and coop.BLOCK_B > RESIDENT_FUSED_INPUT_ROWS
+    return LayerPlan(kernel, coop, fuse_input=T == 1 or (kernel != "step" and not save and not tall))
 
 
 def cooperative_refused(error: BaseException) -> bool:

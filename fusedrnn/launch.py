@@ -341,16 +341,16 @@ def _persistent(direction: str, plan, args: dict, width_name: str, width: int, t
     Cooperative (``plan.coop``: variant "resident" or "streamed" of ``_coop_*_kernel``, with fresh barrier counters,
     on ``dispatch.coop_launch_grid``) when planned, else batch-tiled (with the KernelConfig ``tiled_config()``
     returns, looked up only when it runs). The resident variant's reduction width ``width_name`` (KP forward, HP
-    backward) is ``dispatch.held_width(width)`` (blocks of at most 256 rows); the streamed one reduces in BLOCK_K
-    blocks and gets None (one compilation for every H). A cooperative launch the GPU refuses (``dispatch.cooperative_refused``)
-    falls back to the batch-tiled kernel, with a warning."""
+    backward) is ``dispatch.held_width(width, BLOCK_B)`` (blocks of ``held_rows`` rows); the streamed one
+    reduces in BLOCK_K blocks and gets None (one compilation for every H). A cooperative launch the GPU refuses
+    (``dispatch.cooperative_refused``) falls back to the batch-tiled kernel, with a warning."""
     B, H, device = args["B"], args["H"], args["p_y"].device
     if plan.kernel == "cooperative":
         coop = plan.coop
         resident = coop.variant == "resident"
         grid = dispatch.coop_launch_grid(coop, device, H, B)
         bar = torch.zeros(grid[1], dtype=torch.int32, device=device)  # one counter per batch tile
-        reduction = dispatch.held_width(width) if resident else None
+        reduction = dispatch.held_width(width, coop.BLOCK_B) if resident else None
         try:
             launch(f"{coop.variant}_{direction}", grid, **args, p_bar=bar, RESIDENT=resident,
                    **{width_name: reduction}, **coop.launch_options())

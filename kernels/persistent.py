@@ -30,21 +30,23 @@ stale L1 line). The constexpr ``RESIDENT`` picks the variant:
     Program i walks the hidden chunks i, i + n_h, ... of BLOCK_H units (``autotune.spaces.coop_grid`` makes them
     even), re-reading their W_hh rows every step in BLOCK_K blocks (a program's rows are the same at every step,
     so ``.ca`` loads keep them in its SM's L1 where they fit, else L2); c and the carries live in memory, as in the
-    batch-tiled kernel. For layers whose resident grid or W_hh slice would not fit the GPU (B=64 at H >= 768).
+    batch-tiled kernel. For layers whose resident grid or W_hh slice would not fit the GPU (B=64 at H=1536).
 
   resident (``RESIDENT=True``)
     Program i owns the slice of BLOCK_H hidden units i*BLOCK_H... (all G gates; n_h = cdiv(H, BLOCK_H)) for
     BLOCK_B rows and loads its slice of W_hh ONCE, before the time loop (``tile._held_fwd`` / ``_held_bwd``): in
     the forward W_hh^T with the G gates side by side, ``[KP, GP * BLOCK_H]`` (GP = G rounded up to a power of two),
     so that one dot per K block computes every gate of the slice; in the backward W_hh's columns ``[HP, BLOCK_H]``
-    per gate. KP and HP, the widths held of the step's reductions (K and H), are the next power of two up to 256, at
-    least 16 (on NVIDIA GPUs tl.dot needs K >= 16 for 16-bit operands; 8 for fp32, 4 for fp64; M and N may be
-    anything), else the next multiple of 256, held as blocks of 256 rows (``autotune.spaces.held_width``: 768 is
-    three, not 1024); the masked tail adds zeros. The compiler keeps the held blocks in shared memory (and
-    registers) for the whole sequence: no load of W_hh sits in the time loop (``bench/ptx.py``'s ``loop_reads``
-    checks the PTX). c (and the backward's carries) stay in registers. The streamed launch passes None for KP / HP
-    (so that its compilations do not multiply with H); the resident one uses BLOCK_K only for the forward's fused
-    input projection (inference), which streams W_ih in BLOCK_K blocks, the gates side by side as well.
+    per gate. KP and HP, the widths held of the step's reductions (K and H), are the next power of two up to
+    ``tile.held_rows(BLOCK_B)`` (256 rows for 16-row tiles, 128 for taller ones), at least 16 (on NVIDIA GPUs tl.dot
+    needs K >= 16 for 16-bit operands; 8 for fp32, 4 for fp64; M and N may be anything), else the next multiple of
+    it, held in blocks of that many rows (``autotune.spaces.held_width``: 768 is three blocks of 256 or six of
+    128, 300 two of 256, none padded to a power of two); the masked tail adds zeros. The compiler keeps the held
+    blocks in shared memory (and registers) for the whole sequence: no load of W_hh sits in the time loop
+    (``bench/ptx.py``'s ``loop_reads`` checks the PTX). c (and the backward's carries) stay in registers. The
+    streamed launch passes None for KP / HP (so that its compilations do not multiply with H); the resident one
+    uses BLOCK_K only for the forward's fused input projection (inference), which streams W_ih in BLOCK_K blocks,
+    the gates side by side as well.
 
 Grid barrier (``_grid_barrier``): an atomic counter per batch tile, release/acquire at GPU scope. The launcher
 plans no more programs than SMs and launches cooperatively (``launch_cooperative_grid``: the driver starts every
@@ -327,7 +329,7 @@ def _coop_fwd_kernel(
         # c_0 of its rows (c_{t-1} of the rows that start at a step).
         o_h = h_first + tl.arange(0, BLOCK_H)
         m_h = o_h < H
-        w = _held_fwd(p_w, H, K, s_wr, s_wc, h_first, G, KP, BLOCK_H)
+        w = _held_fwd(p_w, H, K, s_wr, s_wc, h_first, G, KP, BLOCK_B, BLOCK_H)
         if HAS_BIAS:
             b = _gate_biases(p_bhh, H, o_h, m_h, ACC, G)
         c_init = tl.zeros((BLOCK_B, BLOCK_H), ACC)
@@ -369,7 +371,7 @@ def _coop_bwd_kernel(
         o_h = h_first + tl.arange(0, BLOCK_H)
         m_h = o_h < H
         m_all = (o_b < B)[:, None] & m_h[None, :]
-        w = _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G, HP)
+        w = _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G, HP, BLOCK_B)
         carry_h = _load_tile(p_dh, o_b, H, o_h, m_all, ACC)
         if HAS_C:
             carry_c = _load_tile(p_dc, o_b, H, o_h, m_all, ACC)

@@ -6,7 +6,7 @@ the resident cooperative one (one hidden slice per program for the whole sequenc
 both chosen by the constexpr ``RESIDENT`` of ``_fwd_tile`` / ``_bwd_tile``:
 
 - where the W_hh block comes from: held (``RESIDENT``: the caller loaded it once, before its time loop, with
-  ``_held_fwd`` / ``_held_bwd``, and passes it in as ``w``: the reduction width in blocks of at most 256 rows, the
+  ``_held_fwd`` / ``_held_bwd``, and passes it in as ``w``: the reduction width in blocks of ``held_rows`` rows, the
   forward's with the G gates side by side, one dot per block for every gate, ``_split_gates`` parting the result)
   or streamed (re-read from memory in BLOCK_K blocks at every step, one dot per gate);
 - where c and the backward's carries live: registers (``RESIDENT``: passed in as values, the new ones returned)
@@ -156,10 +156,11 @@ def _fused_wt_block(p_w, H, s_wr, s_wc, h_first, o_k, m_k, G: tl.constexpr, BLOC
 
 
 @triton.jit
-def _held_fwd(p_w, H, K, s_wr, s_wc, h_first, G: tl.constexpr, KP: tl.constexpr, BLOCK_H: tl.constexpr):
-    """The W_hh^T slice a resident forward holds for the whole sequence (loaded once): a tuple of K blocks of
-    ``_held_block(KP)`` rows, each a ``_fused_wt_block``."""
-    KB: tl.constexpr = _held_block(KP)
+def _held_fwd(p_w, H, K, s_wr, s_wc, h_first, G: tl.constexpr, KP: tl.constexpr, BLOCK_B: tl.constexpr,
+              BLOCK_H: tl.constexpr):
+    """The W_hh^T slice a resident forward of BLOCK_B-row tiles holds for the whole sequence (loaded once): a tuple
+    of K blocks of ``_held_block(KP, BLOCK_B)`` rows, each a ``_fused_wt_block``."""
+    KB: tl.constexpr = _held_block(KP, BLOCK_B)
     out = ()
     for kb in tl.static_range(KP // KB):
         o_k = kb * KB + tl.arange(0, KB)
@@ -168,10 +169,10 @@ def _held_fwd(p_w, H, K, s_wr, s_wc, h_first, G: tl.constexpr, KP: tl.constexpr,
 
 
 @triton.jit
-def _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G: tl.constexpr, HP: tl.constexpr):
-    """The W_hh columns a resident backward holds: per gate, a tuple of row blocks [RB, BLOCK_H] of
-    ``_held_block(HP)`` rows (rows g*H + o_r, o_r < H)."""
-    RB: tl.constexpr = _held_block(HP)
+def _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G: tl.constexpr, HP: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The W_hh columns a resident backward of BLOCK_B-row tiles holds: per gate, a tuple of row blocks
+    [RB, BLOCK_H] of ``_held_block(HP, BLOCK_B)`` rows (rows g*H + o_r, o_r < H)."""
+    RB: tl.constexpr = _held_block(HP, BLOCK_B)
     out = ()
     for g in tl.static_range(G):
         blocks = ()
@@ -183,11 +184,27 @@ def _held_bwd(p_w, H, s_wr, s_wc, o_h, m_h, G: tl.constexpr, HP: tl.constexpr):
 
 
 @triton.constexpr_function
-def _held_block(width):
-    """The rows of one held block of a reduction ``width`` wide: all of it up to 256 (a power of two), else 256 (the
-    launcher makes ``width`` a multiple: ``autotune.spaces.held_width``). Blocks of at most 256 rows keep the held
-    slice in shared memory and out of registers (sm_90a builds of bench.resources)."""
-    return width if width <= 256 else 256
+def held_rows(block_b):
+    """The most rows of a held block for batch tiles of ``block_b`` rows: 256 up to 16 rows, 128 for taller tiles.
+
+    Each is the one whose builds keep the held slice in shared memory without spills for its tiles (sm_90a,
+    ``python -m bench.resources --dispatch``, bf16/fp16, every cell at H 256..1536, Triton 3.6 and 3.9): the 32-row
+    tiles (B=64 at H=768 and 1024) spilled with 256-row blocks (LSTM's forward at H=768: 136 B, Triton 3.6) and with
+    64-row ones (GRU's forward and RNN's backward under Triton 3.9's 80-register heuristic: 8-32 B); the 16-row
+    tiles spilled with 64-row blocks (RNN's forward at H=1024 under Triton 3.6's 64-register heuristic, 24 B; LSTM's
+    and GRU's at 3.9's 128, 8-24 B) and with 128-row ones. (Lifting the heuristics with ``maxnreg`` does not help:
+    ptxas then fills the 255 registers with the held blocks and spills.) A constexpr function: the kernels and the
+    launcher (``autotune.spaces.held_width``) apply the same rule."""
+    return 256 if block_b <= 16 else 128
+
+
+@triton.constexpr_function
+def _held_block(width, block_b):
+    """The rows of one held block of a reduction ``width`` wide, for batch tiles of ``block_b`` rows: all of it up
+    to ``held_rows(block_b)`` (a power of two), else that many (the launcher makes ``width`` a multiple:
+    ``autotune.spaces.held_width``)."""
+    rows = held_rows(block_b)
+    return width if width <= rows else rows
 
 
 @triton.constexpr_function
@@ -278,7 +295,7 @@ def _gates_matmul(p_a, s_a, p_a2, s_a2, split, o_b, m_b, p_w, s_wr, s_wc, o_h, m
     loaded once for all gates and the G blocks of W re-read (".ca": the same program reads them at every step)."""
     r = _zeros(G, BLOCK_B, BLOCK_H, ACC)
     if HELD:
-        KB: tl.constexpr = _held_block(KP)
+        KB: tl.constexpr = w[0].shape[0]  # the rows of a held block (``_held_fwd``)
         acc = tl.zeros((BLOCK_B, _pow2_gates(G) * BLOCK_H), ACC)
         for kb in tl.static_range(KP // KB):
             o_k = kb * KB + tl.arange(0, KB)
@@ -321,7 +338,7 @@ def _dh_matmul(dh, p_next, s_dn, o_b, m_next, p_w, s_wr, s_wc, o_h, m_h, H, w, A
     in some (Triton 3.6: fp32 RNN, fp64 LSTM), at the price of 16-20 registers in Triton 3.9's fp64 16-row step
     backward (GRU; LSTM there trades them for its 12 bytes of spills)."""
     if HELD:
-        RB: tl.constexpr = _held_block(HP)
+        RB: tl.constexpr = w[0][0].shape[0]  # the rows of a held block (``_held_bwd``)
         for g in tl.static_range(G):
             for rb in tl.static_range(HP // RB):
                 o_r = rb * RB + tl.arange(0, RB)

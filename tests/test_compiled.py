@@ -219,7 +219,7 @@ _RELAXED_FENCED_POLL = ('tl.inline_asm_elementwise("fence.acq_rel.gpu;\\n\\tmov.
 
 def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
     """The cooperative kernels as dispatch builds them (_coop_fwd/_coop_bwd: resident at H=64 B=16, streamed,
-    RESIDENT=False, at H=1024 B=64; LSTM and GRU, bf16; training and, forward, inference), read from their PTX
+    RESIDENT=False, at H=1536 B=64; LSTM and GRU, bf16; training and, forward, inference), read from their PTX
     (``bench.resources.barrier_violations``, which follows the registers computed from p_bar and from p_y / p_dhp):
     the arrival is a release add at GPU scope; every poll is an acquire read at GPU scope; the time loop (the loop
     holding the arrival) spins on a poll; and every read of what other programs wrote (h_{t-1} through y, the
@@ -243,8 +243,8 @@ def test_grid_barrier_orders_the_steps_in_the_ptx(tmp_path):
         from triton.backends.compiler import GPUTarget
         from bench import resources as r
         out, w_reads = {}, {}
-        for kind, H, B in (("resident_fwd", 64, 16), ("resident_bwd", 64, 16), ("streamed_fwd", 1024, 64),
-                           ("streamed_bwd", 1024, 64)):
+        for kind, H, B in (("resident_fwd", 64, 16), ("resident_bwd", 64, 16), ("streamed_fwd", 1536, 64),
+                           ("streamed_bwd", 1536, 64)):
             flag_sets = [{}]
             if kind.endswith("fwd"):  # training, and inference (the input projection fused)
                 flag_sets = [dict(SAVE=True, FUSE_INPUT=False), dict(SAVE=False, FUSE_INPUT=True)]
@@ -311,7 +311,7 @@ def test_reset_variants_compile_without_spills(tmp_path):
                                  ("lstm", "tiled_fwd", 256, 16), ("lstm", "tiled_bwd", 256, 16),
                                  ("lstm", "resident_fwd", 64, 16), ("lstm", "resident_bwd", 64, 16),
                                  ("lstm", "resident_fwd", 768, 16), ("lstm", "resident_bwd", 768, 16),
-                                 ("lstm", "streamed_fwd", 1024, 64), ("lstm", "streamed_bwd", 1024, 64),
+                                 ("lstm", "streamed_fwd", 1536, 64), ("lstm", "streamed_bwd", 1536, 64),
                                  ("gru", "resident_bwd", 64, 16), ("gru", "resident_bwd", 128, 16)):
             flags = dict(HAS_NEXT=True) if kind == "step_bwd" else {}
             spec = r.find(kind, cell, "bf16", H, B, reset=True, RESET=True, **flags)
@@ -347,7 +347,7 @@ def test_micro_kernels_compile_as_the_parts_they_time(tmp_path):
             return k.asm, [n for n, t in signature.items() if t != "constexpr"]
 
         out = {}
-        kb, nkb = micro.held_blocks(768)
+        kb, nkb = micro.held_blocks(768, 16)
         asm, params = build(micro._held_matmul_kernel, dict(p_w="*bf16", p_a="*bf16", p_out="*fp32", T="i32",
                             K="i32", N="i32", BLOCK_B="constexpr", KB="constexpr", NKB="constexpr",
                             BLOCK_N="constexpr"),

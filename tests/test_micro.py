@@ -48,7 +48,8 @@ def test_held_matmul_is_the_slice_product():
         a = torch.randn(16, K)
         for p in range(2):
             torch.testing.assert_close(out[p * 16:(p + 1) * 16], a @ w[:, p * n:(p + 1) * n], rtol=1e-4, atol=1e-4)
-    assert [micro.held_blocks(K) for K in (40, 768, 1536)] == [(64, 1), (256, 3), (256, 6)]
+    assert [micro.held_blocks(K, 16) for K in (40, 768, 1536)] == [(64, 1), (256, 3), (256, 6)]
+    assert [micro.held_blocks(K, 32) for K in (40, 768)] == [(64, 1), (128, 6)]
 
 
 def test_cli_refuses_without_a_gpu(capsys):

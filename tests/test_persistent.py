@@ -201,16 +201,33 @@ def test_auto_heuristic():
     assert pick("lstm", torch.bfloat16, cuda, 16, 16, 768, False, h100) == "step"
     assert pick("rnn_tanh", torch.float16, cuda, 64, 8, 256, False, h100) == "cooperative"
     # The resident variant where the W_hh slice fits on chip (the headline shape, B=16 H=768: 96 programs of 8
-    # units), the streamed one beyond (B=64 at H=1024: 64 slices x 4 batch tiles would not fit the SMs); no
+    # units; B=64 at H=1024: 64 slices x 2 tiles of 32 rows), the streamed one beyond (B=64 at H=1536: 96 slices x 2
+    # tiles would not fit the SMs, 64-row tiles spill); no
     # cooperative grid with so many batch tiles that the batch-tiled kernel fills the GPU alone.
     assert dispatch.choose("gru", torch.bfloat16, cuda, 1024, 16, 128, False, h100)[1].variant == "resident"
     kernel, plan = dispatch.choose("lstm", torch.bfloat16, cuda, 1024, 16, 768, False, h100)
     assert kernel == "cooperative" and plan.variant == "resident" and (plan.BLOCK_B, plan.BLOCK_H) == (16, 8)
     assert spaces.coop_grid(plan, 768, 16, h100.sms) == (96, 1)
     kernel, plan = dispatch.choose("lstm", torch.bfloat16, cuda, 1024, 64, 1024, False, h100)
+    assert kernel == "cooperative" and plan.variant == "resident" and (plan.BLOCK_B, plan.BLOCK_H) == (32, 16)
+    kernel, plan = dispatch.choose("lstm", torch.bfloat16, cuda, 1024, 64, 1536, False, h100)
     assert kernel == "cooperative" and plan.variant == "streamed"
     assert pick("lstm", torch.bfloat16, cuda, 1024, 10_000, 768, False, h100) == "tiled"
     assert pick("lstm", torch.bfloat16, cuda, 100, 10_000, 768, False, h100) == "step"
+
+
+def test_inference_fuses_the_input_projection_except_in_tall_resident_tiles():
+    """Inference (no saved activations) fuses the input projection into the persistent kernels, except in the
+    resident kernel's 32-row batch tiles (B=64 at H=768 and 1024 on an H100), which read precomputed input gates;
+    training never fuses it."""
+    cuda = torch.device("cuda")
+    with dispatch.planning_for(KNOWN_GPUS["H100"]):
+        for B, H, fused, rows in ((16, 768, True, 16), (64, 512, True, 16), (64, 768, False, 32),
+                                  (64, 1024, False, 32), (64, 1536, True, 64)):
+            plan = dispatch.plan_layer("lstm", torch.bfloat16, cuda, 1024, B, H, False, save=False)
+            assert plan.kernel == "cooperative" and plan.coop.BLOCK_B == rows and plan.fuse_input == fused, (B, H)
+            assert not dispatch.plan_layer("lstm", torch.bfloat16, cuda, 1024, B, H, False, save=True).fuse_input
+        assert dispatch.plan_layer("lstm", torch.bfloat16, cuda, 1, 64, 768, False, save=False).fuse_input  # a step
 
 
 def test_coop_plan_refuses_what_cannot_be_resident(monkeypatch):
@@ -222,19 +239,19 @@ def test_coop_plan_refuses_what_cannot_be_resident(monkeypatch):
     assert plan.variant == "streamed" and spaces.coop_grid(plan, 256, 16, few.sms) == (8, 1)
     plan, why = dispatch.coop_plan("rnn_tanh", torch.float16, cuda, 256, 257, few)  # 5 batch tiles of 64
     assert plan is None and "batch tiles" in why
-    # Streamed where the resident grid would not fit the SMs (B=64 from H=768: 16-row tiles) or the slice would not
-    # fit shared memory (H=4096), and for fp32 slices over RESIDENT_W_BYTES_WIDE.
-    for H, B, grid, dtype in ((768, 64, (48, 1), torch.bfloat16), (1024, 64, (64, 1), torch.bfloat16),
-                              (4096, 16, (128, 1), torch.bfloat16),
+    # Streamed where the resident grid would not fit the SMs (B=64 at H=1536: 16- and 32-row tiles) or the slice
+    # would not fit shared memory (H=4096), and for fp32 slices over RESIDENT_W_BYTES_WIDE.
+    for H, B, grid, dtype in ((1536, 64, (96, 1), torch.bfloat16), (4096, 16, (128, 1), torch.bfloat16),
                               (1024, 256, (32, 4), torch.bfloat16), (768, 16, (48, 1), torch.float32)):
         plan, why = dispatch.coop_plan("lstm", dtype, cuda, H, B, KNOWN_GPUS["H100"])
         assert plan.variant == "streamed" and spaces.coop_grid(plan, H, B, 132) == grid, (H, B)
-    # Resident: narrow slices spread the layer over the GPU, 16-row batch tiles, the 8-unit slices above H=512.
+    # Resident: narrow slices spread the layer over the GPU, 16-row batch tiles (32 where 16 would not fit: B=64
+    # from H=768), the 8-unit slices above H=512.
     for H, B, grid in ((768, 16, (96, 1)), (512, 64, (32, 4)), (1536, 8, (96, 1)), (512, 16, (32, 1)),
-                       (256, 1, (16, 1))):
+                       (256, 1, (16, 1)), (768, 64, (48, 2)), (1024, 64, (64, 2)), (768, 20, (48, 2))):
         plan, why = dispatch.coop_plan("lstm", torch.bfloat16, cuda, H, B, KNOWN_GPUS["H100"])
         assert plan.variant == "resident" and spaces.coop_grid(plan, H, B, 132) == grid, (H, B)
-        assert spaces.resident_slice_bytes(4, 2, H, plan.BLOCK_H) <= spaces.RESIDENT_W_BYTES
+        assert spaces.resident_slice_bytes(4, 2, H, plan.BLOCK_H, plan.BLOCK_B) <= spaces.RESIDENT_W_BYTES
     monkeypatch.setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "50")
     monkeypatch.setattr(settings.SETTINGS, "_mps", None)  # read once per process: read it again
     plan, why = dispatch.coop_plan("rnn_tanh", torch.float16, cuda, 128, 16, KNOWN_GPUS["H100"])
