@@ -489,11 +489,52 @@ def _gpu_against_torch(cell, H, B, names, T=40, I=8):
 @pytest.mark.parametrize("cell", CELLS)
 def test_cooperative_multi_program_gpu(cell):
     """Many resident programs (hidden slices x batch tiles) meeting at the grid barrier."""
-    H, B = 64, 40  # 4 hidden slices of 16, one batch tile of 64 rows (40 used)
+    H, B = 64, 40  # 4 hidden slices of 16 x 3 batch tiles of 16 rows (the last with 8)
     plan, why = dispatch.coop_plan(cell, torch.float32, torch.device("cuda"), H, B)
     if plan is None or plan.variant != "resident":
         pytest.skip(why or f"{cell} H={H} runs {plan.variant}")
     _gpu_against_torch(cell, H, B, KERNEL_NAMES["cooperative"])
+
+
+@NEEDS_GPU
+@pytest.mark.parametrize("H, B, rows", [(768, 16, 16), (1024, 64, 32)])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_resident_target_shapes_bf16_gpu(cell, H, B, rows):
+    """The resident plans dispatch picks at the target shapes, in bf16: B=16 H=768 (16-row tiles, K in three
+    256-row blocks, the input projection fused in inference) and B=64 H=1024 (32-row tiles, K in eight 128-row
+    blocks, precomputed input gates), training and inference, against torch.nn in float32 with the same
+    (bf16-rounded) weights, input and output gradient: outputs within bf16's tolerance, the gradients of the input
+    and every parameter within 2% (relative norm)."""
+    plan, why = dispatch.coop_plan(cell, torch.bfloat16, torch.device("cuda"), H, B)
+    if plan is None or plan.variant != "resident":  # a GPU with fewer SMs than an H100's 132
+        pytest.skip(why or f"{cell} H={H} B={B} runs {plan.variant} here")
+    assert plan.BLOCK_B == rows, plan
+    torch.manual_seed(0)
+    ref, fused = make_pair(cell, 32, H, dtype=torch.float32)
+    fused = fused.cuda().to(torch.bfloat16)
+    ref.load_state_dict({k: v.float() for k, v in fused.state_dict().items()})
+    ref = ref.cuda()
+    x = torch.randn(32, B, 32, device="cuda").to(torch.bfloat16)
+    dy = torch.randn(32, B, H, device="cuda").to(torch.bfloat16).float()
+
+    def run(module, inp):
+        out, _ = module(inp)
+        return out.float(), torch.autograd.grad((out.float() * dy).sum(), [inp, *module.parameters()])
+
+    allow = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        want, want_grads = run(ref, x.float().requires_grad_())
+        with kernels_ran(*KERNEL_NAMES["cooperative"]), fusedrnn.use_kernel("cooperative"):
+            got, got_grads = run(fused, x.clone().requires_grad_())
+            with torch.no_grad():
+                inferred, _ = fused(x)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = allow
+    torch.testing.assert_close(got, want, **TOL[torch.bfloat16])
+    torch.testing.assert_close(inferred.float(), want, **TOL[torch.bfloat16])
+    for g, w in zip(got_grads, want_grads):
+        assert ((g.float() - w).norm() / w.norm()).item() < 2e-2
 
 
 @NEEDS_GPU
