@@ -33,7 +33,7 @@ import triton.language as tl
 
 from fusedrnn.autotune.spaces import held_width
 from fusedrnn.kernels.persistent import _grid_barrier
-from fusedrnn.kernels.tile import held_rows
+from fusedrnn.kernels.tile import _held_block
 
 PARTS = ("barrier", "broadcast", "held_matmul")
 
@@ -95,9 +95,9 @@ def _held_matmul_kernel(p_w, p_a, p_out, T, K, N, BLOCK_B: tl.constexpr, KB: tl.
 
 def held_blocks(K: int, block_b: int) -> tuple[int, int]:
     """(KB, NKB): K held as NKB blocks of KB rows, as the resident kernel of ``block_b``-row tiles holds it
-    (``autotune.spaces.held_width`` and kernels/tile.py's ``_held_block``: blocks of ``held_rows`` rows)."""
+    (``autotune.spaces.held_width``, then kernels/tile.py's ``_held_block``, which the kernels call)."""
     width = held_width(K, block_b)
-    kb = min(width, held_rows(block_b))
+    kb = _held_block(width, block_b)
     return kb, width // kb
 
 
